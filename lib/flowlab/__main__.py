@@ -1,0 +1,271 @@
+"""The command line: ``python -m flowlab sandbox|call|batch`` (design.md, "The CLI contract").
+
+Without ``--base-url`` (or ``FLOWLAB_BASE_URL`` / ``FLOWLAB_REGION``), ``call`` and ``batch`` start a sandbox
+in-process and use its demo client key, so every command works offline. Bad input gets one line on stderr
+that says what to fix and a non-zero exit (2 for usage, 1 for API failures); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flowlab import __version__
+from flowlab.client import FlowClient, status_error
+from flowlab.config import REGIONS, Settings, load_settings, resolve_base_url
+from flowlab.errors import ConfigError, FlowLabError, RequestValidationError, RunStoreError, SampleError
+from flowlab.models import CHANNELS, CallFlowRequest
+
+__all__ = ["main", "parse_params"]
+
+EXIT_API = 1
+EXIT_USAGE = 2
+
+
+class UsageError(FlowLabError):
+    """A command-line mistake (exit 2)."""
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs into params. Dotted keys nest (``utm.campaign=x``); JSON values are parsed."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--param '{pair}' must look like KEY=VALUE, e.g. utm.campaign=spring_trail")
+        try:
+            value: Any = json.loads(raw)
+            if not isinstance(value, dict | list | int | float | bool) or value is None:
+                value = raw
+        except ValueError:
+            value = raw
+        node = params
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UsageError(f"--param '{pair}' conflicts with an earlier --param {part}=…")
+            node = child
+        node[parts[-1]] = value
+    return params
+
+
+def _identifier(value: str) -> dict[str, str]:
+    provider, sep, ident = value.partition(":")
+    if not sep or not provider or not ident:
+        raise UsageError(f"--identifier '{value}' must look like PROVIDER:ID, e.g. LOYALTY:LY-1042")
+    return {"provider": provider, "id": ident}
+
+
+@contextmanager
+def _target(args: argparse.Namespace, settings: Settings) -> Iterator[tuple[str, str]]:
+    """(base_url, client_key): the given tenant, or a sandbox started just for this command."""
+    base_url = resolve_base_url(base_url=args.base_url) or settings.target_url
+    client_key = args.client_key or settings.client_key
+    if base_url is not None:
+        if not client_key:
+            raise UsageError("--client-key is required with --base-url (or set FLOWLAB_CLIENT_KEY)")
+        yield base_url, client_key
+        return
+    from flowlab.sandbox import SandboxServer
+
+    with SandboxServer(latency_ms=getattr(args, "sandbox_latency_ms", None)) as sandbox:
+        yield sandbox.url, client_key or sandbox.client_key
+
+
+def _request_fields(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    identities = [x for x in (args.browser_id, args.email, args.identifier) if x]
+    if len(identities) > 1:
+        raise UsageError("use only one of --browser-id, --email or --identifier")
+    if not identities:
+        raise UsageError("say who the guest is: --browser-id X, --email E or --identifier PROVIDER:ID")
+    fields: dict[str, Any] = {
+        "friendlyId": args.friendly_id,
+        "channel": args.channel or settings.channel,
+        "pointOfSale": args.pos if args.pos is not None else settings.point_of_sale,
+        "language": args.language or settings.language,
+        "currencyCode": args.currency or settings.currency,
+        "params": parse_params(args.param or []),
+    }
+    if args.browser_id:
+        fields["browserId"] = args.browser_id
+    elif args.email:
+        fields["email"] = args.email
+    else:
+        fields["identifiers"] = _identifier(args.identifier)
+    return fields
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from flowlab.sandbox import DEMO_CLIENT_KEY
+    from flowlab.sandbox.faults import parse_faults, parse_latency
+    from flowlab.sandbox.server import serve_forever
+
+    try:
+        parse_latency(args.latency_ms)
+        parse_faults(args.faults)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    def announce(url: str) -> None:
+        sys.stderr.write(
+            f"Flow Lab sandbox on {url}  (client key: {DEMO_CLIENT_KEY})\n"
+            f"  try: python -m flowlab call --base-url {url} --client-key {DEMO_CLIENT_KEY} "
+            "--friendly-id checkout_ab_test --browser-id demo-1\n"
+            f"  admin API docs: {url}/sandbox/docs   (Ctrl+C stops)\n"
+        )
+
+    serve_forever(
+        host=args.host, port=args.port, latency_ms=args.latency_ms, faults=args.faults, announce=announce
+    )
+    return 0
+
+
+def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
+    fields = _request_fields(args, settings)
+    # validate before starting anything, so a typo costs no sandbox start-up
+    request = CallFlowRequest.build(clientKey=args.client_key or settings.client_key or "-", **fields)
+    with _target(args, settings) as (base_url, client_key):
+        request = request.model_copy(update={"client_key": client_key})
+        with FlowClient(
+            base_url=base_url, timeout=args.timeout or settings.timeout, retries=args.retries
+        ) as client:
+            response = client.call(request, raise_for_status=False)
+    if args.verbose:
+        sys.stderr.write(f"{response.status_code} in {response.latency_ms:.0f} ms from {response.url}\n")
+        for key, value in response.headers.items():
+            sys.stderr.write(f"{key}: {value}\n")
+    sys.stdout.write(response.text + ("\n" if not response.text.endswith("\n") else ""))
+    if not response.ok:
+        sys.stderr.write(f"error: {status_error(response)}\n")
+        return EXIT_API
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
+    from flowlab.batch import BatchOptions, run_batch_to_file
+    from flowlab.samples import read_guests
+
+    sample = read_guests(Path(args.guests))
+    if sample.problems:
+        for problem in sample.problems[:20]:
+            sys.stderr.write(f"{args.guests}: {problem}\n")
+        more = len(sample.problems) - 20
+        if more > 0:
+            sys.stderr.write(f"… and {more} more problems\n")
+        if not sample.guests:
+            raise UsageError(f"{args.guests}: no usable guest rows")
+        sys.stderr.write(f"skipping {len(sample.problems)} bad rows; running {len(sample.guests)} guests\n")
+    with _target(args, settings) as (base_url, client_key):
+        options = BatchOptions(
+            base_url=base_url,
+            client_key=client_key,
+            friendly_id=args.friendly_id,
+            defaults={
+                "channel": args.channel or settings.channel,
+                "pointOfSale": args.pos if args.pos is not None else settings.point_of_sale,
+                "language": args.language or settings.language,
+                "currencyCode": args.currency or settings.currency,
+            },
+            concurrency=args.concurrency,
+            rps=args.rps,
+            retries=args.retries,
+            timeout=args.timeout or settings.timeout,
+            variant_path=args.variant_path,
+        )
+        summary = run_batch_to_file(
+            sample, options, Path(args.out), resume=args.resume, progress=not args.quiet
+        )
+    sys.stderr.write(summary.describe() + "\n")
+    return 0 if summary.failed == 0 else EXIT_API
+
+
+def _add_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", help="tenant base URL (default: a sandbox started for this command); "
+                   f"regions: {', '.join(REGIONS.values())}")  # fmt: skip
+    p.add_argument("--client-key", help="the tenant's client key (default: the sandbox's demo key)")
+    p.add_argument(
+        "--friendly-id", required=True, help="the flow's friendlyId; a trailing * matches by prefix"
+    )
+    p.add_argument("--channel", type=str.upper, choices=CHANNELS, help="channel (default WEB)")
+    p.add_argument("--pos", help="point of sale, e.g. lumen/de")
+    p.add_argument("--language", help="ISO 639 language code, e.g. EN")
+    p.add_argument("--currency", help="ISO 4217 currency code, e.g. EUR")
+    p.add_argument("--timeout", type=float, help="seconds per request (default 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m flowlab", description="Flow Lab: call personalization flows."
+    )
+    parser.add_argument("--version", action="version", version=f"flowlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sandbox,call,batch}")
+
+    sb = sub.add_parser("sandbox", help="serve the sandbox tenant on loopback")
+    sb.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sb.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    sb.add_argument("--latency-ms", default=None, help="added latency: N, LOW-HIGH, or 'real' (118–970 ms)")
+    sb.add_argument(
+        "--faults", default=None, help="fault probabilities, e.g. 503=0.1,429=0.05,reset=0.02,hang=0.01"
+    )
+    sb.set_defaults(func=cmd_sandbox)
+
+    call = sub.add_parser("call", help="execute a flow once and print the response body")
+    _add_target(call)
+    who = call.add_argument_group("guest (exactly one)")
+    who.add_argument("--browser-id")
+    who.add_argument("--email")
+    who.add_argument("--identifier", help="PROVIDER:ID")
+    call.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="a param; dotted keys nest (repeatable)"
+    )
+    call.add_argument("--retries", type=int, default=2, help="retries for connection errors, 408, 429, 5xx")
+    call.add_argument(
+        "-v", "--verbose", action="store_true", help="print status, latency and headers to stderr"
+    )
+    call.set_defaults(func=cmd_call)
+
+    batch = sub.add_parser("batch", help="execute a flow for every guest in a CSV")
+    _add_target(batch)
+    batch.add_argument(
+        "--guests", required=True, help="guest CSV (browserId, email or identifiers.provider/.id)"
+    )
+    batch.add_argument("--concurrency", type=int, default=50, help="requests in flight (default 50)")
+    batch.add_argument("--rps", type=float, default=None, help="cap on requests per second")
+    batch.add_argument("--retries", type=int, default=3, help="retries per guest (default 3)")
+    batch.add_argument("--out", required=True, help="results: .csv, .parquet or .sqlite")
+    batch.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    batch.add_argument("--variant-path", help="JSON path to the variant in the body, e.g. variant")
+    batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    batch.set_defaults(func=cmd_batch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        return int(args.func(args, settings))
+    except RequestValidationError as exc:
+        sys.stderr.write("error: " + "; ".join(str(p) for p in exc.problems) + "\n")
+        return EXIT_USAGE
+    except FlowLabError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        usage = isinstance(exc, UsageError | ConfigError | SampleError | RunStoreError)
+        return EXIT_USAGE if usage else EXIT_API
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except OSError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_API
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Turn a request into something to paste elsewhere: curl, a Python snippet, a Postman v2.1 collection.
+
+Every export is a faithful copy of what Flow Lab sends (same URL, headers and body), so "it worked in Flow
+Lab" and "it works in my terminal" are the same statement. The client key is not a secret (it is public in
+every browser that runs the site, reference §1.4); Postman exports still move it and the base URL into
+collection variables so one collection serves several tenants.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import uuid
+from typing import Any
+
+from flowlab.models import CallFlowRequest
+
+__all__ = ["to_curl", "to_postman", "to_python"]
+
+_PATH = "/v2/callFlows"
+
+
+def _body_text(request: CallFlowRequest, indent: int | None = 2) -> str:
+    return json.dumps(request.to_body(), indent=indent, ensure_ascii=False)
+
+
+def to_curl(request: CallFlowRequest, base_url: str) -> str:
+    """A ``curl`` command that sends exactly this request (POSIX shell quoting)."""
+    url = base_url.rstrip("/") + _PATH
+    body = json.dumps(request.to_body(), ensure_ascii=False)
+    return (
+        f"curl -sS -X POST {shlex.quote(url)} \\\n"
+        "  -H 'Content-Type: application/json' \\\n"
+        "  -H 'Accept: application/json' \\\n"
+        f"  --data-raw {shlex.quote(body)}"
+    )
+
+
+def to_python(request: CallFlowRequest, base_url: str) -> str:
+    """A self-contained Python snippet (httpx only) that sends this request and prints the response."""
+    body = _body_text(request, indent=4)
+    return (
+        "import httpx\n\n"
+        f"body = {_py_literal(body)}\n"
+        "response = httpx.post(\n"
+        f"    {base_url.rstrip('/') + _PATH!r},\n"
+        "    json=body,\n"
+        '    headers={"Accept": "application/json"},\n'
+        "    timeout=10,\n"
+        ")\n"
+        "print(response.status_code)\n"
+        "print(response.text)\n"
+    )
+
+
+def _py_literal(json_text: str) -> str:
+    """JSON text as a Python literal (true/false/null become True/False/None)."""
+    value = json.loads(json_text)
+    return _format(value, 0)
+
+
+def _format(value: Any, depth: int) -> str:
+    pad = "    " * (depth + 1)
+    end = "    " * depth
+    if isinstance(value, dict) and value:
+        items = ",\n".join(
+            f"{pad}{json.dumps(k, ensure_ascii=False)}: {_format(v, depth + 1)}" for k, v in value.items()
+        )
+        return "{\n" + items + ",\n" + end + "}"
+    if isinstance(value, list) and value:
+        return "[\n" + ",\n".join(f"{pad}{_format(v, depth + 1)}" for v in value) + ",\n" + end + "]"
+    return repr(value) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def to_postman(
+    requests: list[CallFlowRequest] | CallFlowRequest, base_url: str, *, name: str = "Flow Lab"
+) -> dict[str, Any]:
+    """A Postman Collection v2.1 with ``{{baseUrl}}`` and ``{{clientKey}}`` variables, one item per request."""
+    items = [requests] if isinstance(requests, CallFlowRequest) else list(requests)
+    client_key = items[0].client_key if items else ""
+    collection_items = []
+    for req in items:
+        body = req.to_body()
+        body["clientKey"] = "{{clientKey}}"
+        kind, value = req.identity
+        collection_items.append(
+            {
+                "name": f"{req.friendly_id} · {kind} {value}",
+                "request": {
+                    "method": "POST",
+                    "header": [
+                        {"key": "Content-Type", "value": "application/json"},
+                        {"key": "Accept", "value": "application/json"},
+                    ],
+                    "body": {
+                        "mode": "raw",
+                        "raw": json.dumps(body, indent=2, ensure_ascii=False),
+                        "options": {"raw": {"language": "json"}},
+                    },
+                    "url": {
+                        "raw": "{{baseUrl}}" + _PATH,
+                        "host": ["{{baseUrl}}"],
+                        "path": [p for p in _PATH.split("/") if p],
+                    },
+                    "description": "Exported from Flow Lab.",
+                },
+                "response": [],
+            }
+        )
+    return {
+        "info": {
+            "_postman_id": str(uuid.uuid5(uuid.NAMESPACE_URL, base_url + name)),
+            "name": name,
+            "schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json",
+        },
+        "item": collection_items,
+        "variable": [
+            {"key": "baseUrl", "value": base_url.rstrip("/"), "type": "string"},
+            {"key": "clientKey", "value": client_key, "type": "string"},
+        ],
+    }

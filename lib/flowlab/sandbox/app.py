@@ -1,0 +1,268 @@
+"""The sandbox tenant as an ASGI app: the real-API routes, unchanged, and an admin API under ``/sandbox``.
+
+``create_app()`` builds a fresh tenant (demo data) per app, so every server, test and notebook has its own.
+The hot route (``POST /v2/callFlows``) reads the raw body and answers the template's text as-is; every
+error, on any route, uses the one body in ``errors.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from flowlab import __version__
+from flowlab.sandbox.engine import Engine, Execution, unit_hash
+from flowlab.sandbox.errors import BadRequest, NotFound, SandboxError, Unauthorized, error_body
+from flowlab.sandbox.faults import FaultInjector, Knobs, parse_faults, parse_latency
+from flowlab.sandbox.store import Tenant, public_guest
+
+__all__ = ["SandboxApp", "create_app"]
+
+_JSON = "application/json"
+
+
+class SandboxApp(FastAPI):
+    """FastAPI with the tenant, engine and knobs attached, so tests and servers can reach them."""
+
+    tenant: Tenant
+    engine: Engine
+    knobs: Knobs
+
+
+def _error(exc: SandboxError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+def create_app(
+    *,
+    tenant: Tenant | None = None,
+    latency_ms: str | float | None = None,
+    faults: str | None = None,
+    strict_pos: bool = False,
+    seed: int | None = None,
+) -> SandboxApp:
+    """A sandbox app on a fresh demo tenant (or ``tenant``), with optional latency and faults."""
+    app = SandboxApp(title="Flow Lab sandbox tenant", version=__version__, docs_url="/sandbox/docs",
+                     openapi_url="/sandbox/openapi.json", redoc_url=None)  # fmt: skip
+    app.tenant = tenant or Tenant()
+    app.engine = Engine(app.tenant, strict_pos=strict_pos)
+    app.knobs = Knobs.from_specs(latency_ms, faults, seed)
+    engine, knobs = app.engine, app.knobs
+
+    @app.exception_handler(SandboxError)
+    async def sandbox_error(request: Request, exc: SandboxError) -> JSONResponse:
+        return _error(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = "no such route" if exc.status_code == 404 else str(exc.detail)
+        body = error_body(exc.status_code, message, f"{request.method} {request.url.path}: {exc.detail}")
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return _error(BadRequest("invalid request", details))
+
+    def answer(execution: Execution) -> Response:
+        return Response(execution.body, status_code=execution.status_code, media_type=_JSON,
+                        headers={"X-Flowlab-Execution": execution.ref})  # fmt: skip
+
+    # ---- the real API -------------------------------------------------------------------------------
+
+    @app.post(
+        "/v2/callFlows", tags=["Personalize API"], summary="Execute an interactive experience or experiment"
+    )
+    async def call_flows(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest("the request body is not valid JSON", str(exc)) from None
+        return answer(engine.execute(body))
+
+    @app.get("/v2/callFlows", tags=["Personalize API"], summary="Legacy form: the body as ?message=<json>")
+    async def call_flows_get(message: str = "") -> Response:
+        try:
+            body = json.loads(message)
+        except ValueError as exc:
+            raise BadRequest("message must be the request body as JSON", str(exc)) from None
+        return answer(engine.execute(body))
+
+    @app.get("/v1.2/browser/create.json", tags=["Stream API"], status_code=201)
+    async def browser_create(client_key: str = "", message: str = "{}") -> JSONResponse:
+        if client_key != app.tenant.client_key:
+            raise Unauthorized("unknown client_key", "pass the tenant's client key as ?client_key=")
+        browser_id, guest_ref = app.tenant.create_browser()
+        body = {"status": "OK", "version": "1.2", "client_key": client_key, "ref": browser_id,
+                "customer_ref": guest_ref}  # fmt: skip
+        return JSONResponse(body, status_code=201)
+
+    @app.get("/v1.2/browser/{browser_id}/show.json", tags=["Stream API"])
+    async def browser_show(browser_id: str, client_key: str = "") -> dict[str, Any]:
+        if client_key != app.tenant.client_key:
+            raise Unauthorized("unknown client_key", "pass the tenant's client key as ?client_key=")
+        ref = app.tenant.by_browser.get(browser_id)
+        if ref is None:
+            raise NotFound(f"unknown browser id '{browser_id}'")
+        return {"status": "OK", "version": "1.2", "ref": browser_id, "customer": {"ref": ref}}
+
+    # ---- the admin API ------------------------------------------------------------------------------
+
+    @app.get("/sandbox/info", tags=["Sandbox"])
+    async def info() -> dict[str, Any]:
+        return {
+            "clientKey": app.tenant.client_key,
+            "pointsOfSale": list(app.tenant.points_of_sale.values()),
+            "version": __version__,
+            "knobs": knobs.describe(),
+            "counts": {
+                "flows": len(app.tenant.flows),
+                "offers": len(app.tenant.offers),
+                "decisionModels": len(app.tenant.models),
+                "guests": len(app.tenant.guests),
+                "executions": len(app.tenant.traces),
+            },  # fmt: skip
+        }
+
+    @app.get("/sandbox/flows", tags=["Sandbox"])
+    async def flows() -> list[dict[str, Any]]:
+        return [
+            {
+                "friendlyId": f.friendly_id, "ref": f.ref, "name": f.definition.get("name"),
+                "type": f.definition.get("type"), "subtype": f.definition.get("subtype"), "status": f.status,
+                "live": f.live, "description": f.definition.get("description", ""),
+                "variants": [{"ref": v.ref, "name": v.name, "split": round((v.high - v.low + 1) / 1.2, 2),
+                              "isControl": v.is_control, "buckets": [v.low, v.high]} for v in f.variants],
+            }
+            for _, f in sorted(app.tenant.flows.items())
+        ]  # fmt: skip
+
+    @app.get("/sandbox/flows/{friendly_id}", tags=["Sandbox"])
+    async def flow(friendly_id: str) -> dict[str, Any]:
+        found = app.tenant.flows.get(friendly_id)
+        if found is None:
+            raise NotFound(f"no flow with friendlyId '{friendly_id}'")
+        return found.definition
+
+    @app.post("/sandbox/flows", tags=["Sandbox"], status_code=201)
+    async def load_flow(request: Request) -> JSONResponse:
+        return JSONResponse(app.tenant.add_flow(await _json_object(request)), status_code=201)
+
+    @app.get("/sandbox/flows/{friendly_id}/outcomes", tags=["Sandbox"])
+    async def outcomes(friendly_id: str) -> list[dict[str, Any]]:
+        """Simulated conversions for every guest who executed the flow (first variant seen)."""
+        found = app.tenant.flows.get(friendly_id)
+        if found is None:
+            raise NotFound(f"no flow with friendlyId '{friendly_id}'")
+        variants = {v.ref: v for v in found.variants}
+        rows = []
+        for guest, record in app.tenant.flow_guests(found.ref):
+            variant = variants.get(record["arbitraryData"]["flowExecution"]["flowVariantRef"])
+            if variant is None:
+                continue
+            propensity = float(guest.get("sandbox", {}).get("propensity", 0.05))
+            p = min(1.0, propensity * variant.conversion_lift)
+            converted = unit_hash("convert", guest["ref"], found.ref) < p
+            revenue = (
+                variant.average_order_value * (0.5 + unit_hash("revenue", guest["ref"])) if converted else 0.0
+            )
+            rows.append({"guestRef": guest["ref"], "browserId": (guest.get("browserIds") or [None])[0],
+                         "email": guest.get("email"), "variantRef": variant.ref, "variant": variant.name,
+                         "converted": converted, "revenue": round(revenue, 2)})  # fmt: skip
+        return rows
+
+    @app.get("/sandbox/offers", tags=["Sandbox"])
+    async def offers() -> list[dict[str, Any]]:
+        return [{"ref": o["ref"], "name": o.get("name"), "attributes": o.get("attributes", {}),
+                 "status": o.get("status")} for o in app.tenant.offers.values()]  # fmt: skip
+
+    @app.post("/sandbox/offers", tags=["Sandbox"], status_code=201)
+    async def load_offer(request: Request) -> JSONResponse:
+        return JSONResponse(app.tenant.add_offer(await _json_object(request)), status_code=201)
+
+    @app.get("/sandbox/decision-models", tags=["Sandbox"])
+    async def decision_models() -> list[dict[str, Any]]:
+        return list(app.tenant.model_defs.values())
+
+    @app.post("/sandbox/decision-models", tags=["Sandbox"], status_code=201)
+    async def load_decision_model(request: Request) -> JSONResponse:
+        return JSONResponse(app.tenant.add_decision_model(await _json_object(request)), status_code=201)
+
+    @app.get("/sandbox/guests", tags=["Sandbox"])
+    async def guests(
+        limit: int = 50, offset: int = 0, browserId: str = "", email: str = ""
+    ) -> dict[str, Any]:
+        if not 0 < limit <= 10_000 or offset < 0:
+            raise BadRequest("limit must be 1–10000 and offset 0 or more")
+        total, items = app.tenant.list_guests(limit=limit, offset=offset, browser_id=browserId or None,
+                                              email=email or None)  # fmt: skip
+        return {"total": total, "items": [public_guest(g) for g in items]}
+
+    @app.get("/sandbox/guests/{guest_ref}", tags=["Sandbox"])
+    async def guest(guest_ref: str) -> dict[str, Any]:
+        found = app.tenant.guests.get(guest_ref)
+        if found is None:
+            raise NotFound(f"no guest '{guest_ref}'")
+        return public_guest(found)
+
+    @app.get("/sandbox/guests/{guest_ref}/tracking", tags=["Sandbox"])
+    async def tracking(guest_ref: str) -> list[dict[str, Any]]:
+        if guest_ref not in app.tenant.guests:
+            raise NotFound(f"no guest '{guest_ref}'")
+        return list(app.tenant.tracking.get(guest_ref, []))
+
+    @app.get("/sandbox/executions/{ref}", tags=["Sandbox"])
+    async def execution(ref: str) -> dict[str, Any]:
+        return app.tenant.trace(ref)
+
+    @app.get("/sandbox/knobs", tags=["Sandbox"])
+    async def get_knobs() -> dict[str, Any]:
+        return knobs.describe()
+
+    @app.put("/sandbox/knobs", tags=["Sandbox"])
+    async def set_knobs(request: Request) -> dict[str, Any]:
+        """Change latency and faults while running: ``{"latencyMs": "50", "faults": "503=0.1"}``."""
+        data = await _json_object(request)
+        try:
+            if "latencyMs" in data:
+                knobs.latency = parse_latency(data["latencyMs"])
+            if "faults" in data:
+                knobs.faults = parse_faults(data["faults"])
+            if "retryAfterS" in data:
+                knobs.retry_after_s = max(0.0, float(data["retryAfterS"]))
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(str(exc)) from None
+        return knobs.describe()
+
+    @app.post("/sandbox/reset", tags=["Sandbox"])
+    async def reset() -> dict[str, Any]:
+        app.tenant.reset()
+        return {"status": "OK", "message": "back to the demo data"}
+
+    app.add_middleware(FaultInjector, knobs=knobs)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Content-Type", "X-Library-Version", "x-sc-correlation-id"],
+        expose_headers=["X-Flowlab-Execution"],
+    )
+    return app
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("the body is not valid JSON", str(exc)) from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data

@@ -1,0 +1,156 @@
+"""Run the sandbox on loopback: in a background thread (app, CLI, notebooks, tests) or in the foreground.
+
+``SandboxServer`` binds its socket before the thread starts, so ``url`` is known and connectable at once
+(port 0 picks a free port); ``stop()`` ends it, cutting hung fault requests after one second.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+import uvicorn
+
+from flowlab.sandbox.app import SandboxApp, create_app
+from flowlab.sandbox.faults import ResetConnection
+
+__all__ = ["SandboxServer", "serve", "serve_forever"]
+
+
+class _QuietResets(logging.Filter):
+    """The ``reset`` fault raises on purpose; keep that out of the server log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, ResetConnection)
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietResets())
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; try another --port (0 picks a free one)"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _config(app: SandboxApp, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+        backlog=2048,
+    )
+
+
+class SandboxServer:
+    """A sandbox tenant served by uvicorn in a daemon thread.
+
+    >>> with SandboxServer() as sandbox:                                      # doctest: +SKIP
+    ...     print(sandbox.url, sandbox.client_key)
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_ms: str | float | None = None,
+        faults: str | None = None,
+        seed: int | None = None,
+        app: SandboxApp | None = None,
+        log_level: str = "warning",
+    ) -> None:
+        self.app = app or create_app(latency_ms=latency_ms, faults=faults, seed=seed)
+        self._host = host
+        self._port = port
+        self._log_level = log_level
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def client_key(self) -> str:
+        return self.app.tenant.client_key
+
+    @property
+    def port(self) -> int:
+        if self._sock is None:
+            raise RuntimeError("the sandbox is not running: call start() first")
+        return int(self._sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> Self:
+        if self._thread is not None:
+            return self
+        self._sock = _bind(self._host, self._port)
+        self._server = uvicorn.Server(_config(self.app, self._log_level))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="flowlab-sandbox", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the sandbox did not start on {self.url}")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def serve(**kwargs: Any) -> SandboxServer:
+    """Start a sandbox in the background and return it (``.url``, ``.client_key``, ``.stop()``)."""
+    return SandboxServer(**kwargs).start()
+
+
+def serve_forever(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    latency_ms: str | None = None,
+    faults: str | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Serve in the foreground until Ctrl+C (``python -m flowlab sandbox``); ``announce(url)`` once bound."""
+    sock = _bind(host, port)
+    if announce is not None:
+        announce(f"http://{host}:{sock.getsockname()[1]}")
+    app = create_app(latency_ms=latency_ms, faults=faults)
+    server = uvicorn.Server(_config(app, "info"))
+    server.run(sockets=[sock])

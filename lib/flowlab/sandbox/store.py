@@ -1,0 +1,383 @@
+"""The sandbox tenant's state: definitions, guests, tracking records and execution traces, in memory.
+
+Definitions are stored in the JSON shapes of the reference (flows §4.1, offers §3.3) and compiled once on
+load (templates, scripts, decision tables), so a callFlows request does no parsing. Guest-side data grows
+with traffic, so it is bounded: the newest ``TRACKING_PER_GUEST`` records per guest (Personalize itself
+keeps the last 100 events per session, reference §4.2) and the newest ``MAX_TRACES`` traces.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flowlab.sandbox.decisions import DecisionModel, DecisionModelError
+from flowlab.sandbox.demo import DemoTenant, demo_tenant
+from flowlab.sandbox.errors import BadRequest, NotFound
+from flowlab.sandbox.freemarker import Template, TemplateError
+from flowlab.sandbox.javascript import Script, ScriptError, ScriptRuntime
+
+__all__ = [
+    "LIVE_STATUSES",
+    "MAX_TRACES",
+    "TRACKING_PER_GUEST",
+    "CompiledFlow",
+    "CompiledVariant",
+    "Condition",
+    "Tenant",
+    "public_guest",
+]
+
+LIVE_STATUSES = frozenset({"LIVE", "PRODUCTION"})
+FLOW_TYPES = frozenset({"INTERACTIVE_API_FLOW", "INTERACTIVE_WEB_FLOW", "TRIGGERED_V3"})
+TRACKING_PER_GUEST = 100
+MAX_TRACES = 20_000
+_FRIENDLY_ID = re.compile(r"^[a-z0-9_]+$")
+_CONDITION_GLOBALS = ("guest", "request", "entity", "pos")
+
+
+@dataclass(frozen=True)
+class Condition:
+    friendly_id: str
+    script: Script
+
+
+@dataclass(frozen=True)
+class CompiledVariant:
+    ref: str
+    name: str
+    is_control: bool
+    low: int  # first bucket (1..120) of this variant
+    high: int  # last bucket, inclusive
+    template: Template | None
+    conditions: tuple[Condition, ...]
+    model_refs: tuple[str, ...]
+    conversion_lift: float
+    average_order_value: float
+
+
+@dataclass(frozen=True)
+class CompiledFlow:
+    definition: dict[str, Any]
+    variants: tuple[CompiledVariant, ...]
+    allocation_high: int  # buckets above this are outside the flow's traffic allocation
+
+    @property
+    def friendly_id(self) -> str:
+        return str(self.definition["friendlyId"])
+
+    @property
+    def ref(self) -> str:
+        return str(self.definition["ref"])
+
+    @property
+    def status(self) -> str:
+        return str(self.definition.get("status", ""))
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE_STATUSES and self.definition.get("type") == "INTERACTIVE_API_FLOW"
+
+    def variant_for(self, bucket: int) -> CompiledVariant | None:
+        if bucket > self.allocation_high:
+            return None
+        for variant in self.variants:
+            if variant.low <= bucket <= variant.high:
+                return variant
+        return None
+
+
+def _problem(kind: str, name: str, message: str) -> BadRequest:
+    return BadRequest(f"{kind} '{name}' is invalid: {message}")
+
+
+def _bucket_ranges(splits: list[tuple[str, float, float | None, float | None]]) -> dict[str, tuple[int, int]]:
+    """Map variant splits (percent) onto buckets 1..120 (universal assignment, reference §4.3)."""
+    ranges: dict[str, tuple[int, int]] = {}
+    cumulative = 0.0
+    for ref, split, low, high in splits:
+        if low is not None and high is not None:
+            ranges[ref] = (int(round(low * 1.2)) + 1, int(round(high * 1.2)))
+            continue
+        start = int(round(cumulative * 1.2)) + 1
+        cumulative += split
+        ranges[ref] = (start, int(round(cumulative * 1.2)))
+    return ranges
+
+
+class Tenant:
+    """One sandbox tenant. Thread-safe for the admin API; the hot path only reads dicts and appends."""
+
+    def __init__(self, *, runtime: ScriptRuntime | None = None, demo: DemoTenant | None = None) -> None:
+        self.runtime = runtime or ScriptRuntime()
+        self._lock = threading.RLock()
+        self._demo = demo
+        self.reset()
+
+    # ---- loading -------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Back to the demo data: definitions, guests, and no tracking or traces."""
+        demo = self._demo or demo_tenant()
+        self._demo = demo
+        with self._lock:
+            self.client_key = demo.client_key
+            self.points_of_sale: dict[str, dict[str, Any]] = {p["name"]: dict(p) for p in demo.points_of_sale}
+            self.offers: dict[str, dict[str, Any]] = {}
+            self.models: dict[str, DecisionModel] = {}
+            self.model_defs: dict[str, dict[str, Any]] = {}
+            self.flows: dict[str, CompiledFlow] = {}
+            self.guests: dict[str, dict[str, Any]] = {}
+            self.by_browser: dict[str, str] = {}
+            self.by_email: dict[str, str] = {}
+            self.by_identifier: dict[tuple[str, str], str] = {}
+            self.tracking: dict[str, deque[dict[str, Any]]] = {}
+            self.sessions: dict[tuple[str, str, str], tuple[str, float]] = {}
+            self.traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
+            for offer in demo.offers:
+                self.add_offer(copy.deepcopy(offer))
+            for model in demo.decision_models:
+                self.add_decision_model(copy.deepcopy(model))
+            for flow in demo.flows:
+                self.add_flow(copy.deepcopy(flow))
+            for guest in demo.guests:
+                self._index_guest(copy.deepcopy(guest))
+
+    def add_offer(self, offer: Mapping[str, Any]) -> dict[str, Any]:
+        data = dict(offer)
+        data.setdefault("ref", str(uuid.uuid4()))
+        name = str(data.get("name") or data["ref"])
+        if not isinstance(data.get("attributes", {}), dict):
+            raise _problem("offer", name, "'attributes' must be an object of offer attributes")
+        data.setdefault("attributes", {})
+        data.setdefault("status", "ACTIVE")
+        data.setdefault("name", name)
+        with self._lock:
+            self.offers[str(data["ref"])] = data
+        return data
+
+    def add_decision_model(self, model: Mapping[str, Any]) -> dict[str, Any]:
+        data = dict(model)
+        data.setdefault("ref", str(uuid.uuid4()))
+        try:
+            compiled = DecisionModel.from_json(data, runtime=self.runtime)
+        except (DecisionModelError, ScriptError) as exc:
+            raise _problem("decision model", str(data.get("name", data["ref"])), str(exc)) from None
+        with self._lock:
+            self.models[str(data["ref"])] = compiled
+            self.model_defs[str(data["ref"])] = data
+        return data
+
+    def add_flow(self, flow: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate and compile a flow definition (reference §4.1 shape); replaces one with the same friendlyId."""
+        data = copy.deepcopy(dict(flow))
+        friendly_id = data.get("friendlyId")
+        if not isinstance(friendly_id, str) or not _FRIENDLY_ID.match(friendly_id):
+            raise BadRequest(f"flow friendlyId {friendly_id!r} is invalid: use a-z, 0-9 and _ only")
+        data.setdefault("ref", str(uuid.uuid4()))
+        data.setdefault("name", friendly_id)
+        data.setdefault("type", "INTERACTIVE_API_FLOW")
+        data.setdefault("subtype", "EXPERIENCE")
+        data.setdefault("status", "DRAFT")
+        if data["type"] not in FLOW_TYPES:
+            raise _problem("flow", friendly_id, f"type must be one of {', '.join(sorted(FLOW_TYPES))}")
+        variants = data.get("variants")
+        if not isinstance(variants, list) or not variants:
+            raise _problem("flow", friendly_id, "it needs at least one variant with tasks")
+        for variant in variants:
+            if not isinstance(variant, dict):
+                raise _problem("flow", friendly_id, "each variant must be an object")
+            variant.setdefault("ref", str(uuid.uuid4()))
+        traffic = data.setdefault("traffic", {})
+        splits_raw = traffic.get("splits") or [
+            {"ref": v["ref"], "split": 100 / len(variants)} for v in variants
+        ]
+        by_ref = {str(v["ref"]): v for v in variants}
+        splits = []
+        for s in splits_raw:
+            if str(s.get("ref")) not in by_ref:
+                raise _problem(
+                    "flow", friendly_id, f"traffic split names unknown variant ref {s.get('ref')!r}"
+                )
+            splits.append((str(s["ref"]), float(s.get("split", 0)), s.get("lowSplit"), s.get("highSplit")))
+        total = sum(s[1] for s in splits)
+        if abs(total - 100) > 0.5 and not all(s[2] is not None for s in splits):
+            raise _problem("flow", friendly_id, f"variant splits add up to {total:g}%, not 100%")
+        ranges = _bucket_ranges(splits)
+        compiled = tuple(self._compile_variant(friendly_id, by_ref[ref], ranges[ref]) for ref, *_ in splits)
+        allocation = float(traffic.get("allocation", 100))
+        flow_obj = CompiledFlow(data, compiled, int(round(allocation * 1.2)))
+        with self._lock:
+            self.flows[friendly_id] = flow_obj
+        return data
+
+    def _compile_variant(
+        self, flow_id: str, variant: dict[str, Any], bucket_range: tuple[int, int]
+    ) -> CompiledVariant:
+        name = str(variant.get("name", variant["ref"]))
+        template: Template | None = None
+        conditions: list[Condition] = []
+        model_refs: list[str] = []
+        for task in variant.get("tasks", []):
+            impl = task.get("implementation")
+            task_input = task.get("input", {})
+            if impl == "templateRenderTask":
+                try:
+                    template = Template.compile(str(task_input.get("template", "")))
+                except TemplateError as exc:
+                    raise _problem("flow", flow_id, f"template of variant '{name}': {exc}") from None
+            elif impl == "conditionsTask":
+                for i, rule in enumerate(task_input.get("rules", [])):
+                    rule_id = str(rule.get("friendlyId") or f"condition_{i}")
+                    expression = (rule.get("ruleData") or {}).get("expression")
+                    if not isinstance(expression, str):
+                        continue  # segment conditions have no script; the sandbox has no segments
+                    try:
+                        script = self.runtime.compile(expression, name=rule_id, globals=_CONDITION_GLOBALS)
+                    except ScriptError as exc:
+                        raise _problem("flow", flow_id, f"condition '{rule_id}': {exc}") from None
+                    conditions.append(Condition(rule_id, script))
+            elif impl == "decisionModelTask":
+                for ref in task_input.get("decisionModelRefs", []):
+                    if str(ref) not in self.models:
+                        raise _problem(
+                            "flow", flow_id, f"variant '{name}' uses unknown decision model {ref!r}"
+                        )
+                    model_refs.append(str(ref))
+        extra = variant.get("sandbox") or {}
+        return CompiledVariant(
+            ref=str(variant["ref"]),
+            name=name,
+            is_control=bool(variant.get("isControl", False)),
+            low=bucket_range[0],
+            high=bucket_range[1],
+            template=template,
+            conditions=tuple(conditions),
+            model_refs=tuple(model_refs),
+            conversion_lift=float(extra.get("conversionLift", 1.0)),
+            average_order_value=float(extra.get("averageOrderValue", 60.0)),
+        )
+
+    # ---- flows ---------------------------------------------------------------------------------------
+
+    def candidates(self, friendly_id: str) -> list[CompiledFlow]:
+        """Flows a friendlyId can mean: the exact one, or with a trailing ``*`` all by prefix, in order."""
+        if friendly_id.endswith("*"):
+            prefix = friendly_id[:-1]
+            return [self.flows[k] for k in sorted(self.flows) if k.startswith(prefix)]
+        flow = self.flows.get(friendly_id)
+        return [flow] if flow is not None else []
+
+    # ---- guests --------------------------------------------------------------------------------------
+
+    def _index_guest(self, guest: dict[str, Any]) -> dict[str, Any]:
+        ref = str(guest["ref"])
+        self.guests[ref] = guest
+        for browser_id in guest.get("browserIds", []):
+            self.by_browser[str(browser_id)] = ref
+        if guest.get("email"):
+            self.by_email[str(guest["email"]).lower()] = ref
+        for ident in guest.get("identifiers", []):
+            self.by_identifier[(str(ident.get("provider")), str(ident.get("id")))] = ref
+        return guest
+
+    def find_or_create_guest(self, kind: str, value: Any) -> tuple[dict[str, Any], bool]:
+        """The guest behind an identity; unknown identities become new visitor guests (reference §2.3)."""
+        if kind == "browserId":
+            ref = self.by_browser.get(value)
+        elif kind == "email":
+            ref = self.by_email.get(str(value).lower())
+        else:
+            ref = self.by_identifier.get((str(value["provider"]), str(value["id"])))
+        if ref is not None:
+            return self.guests[ref], False
+        now = int(time.time() * 1000)
+        guest: dict[str, Any] = {
+            "ref": str(uuid.uuid4()),
+            "guestType": "visitor",
+            "firstSeen": now,
+            "lastSeen": now,
+            "browserIds": [value] if kind == "browserId" else [],
+            "email": str(value).lower() if kind == "email" else None,
+            "identifiers": [dict(value)] if kind == "identifiers" else [],
+            "dataExtensions": [],
+            "orders": [],
+            "sessions": [],
+            "sandbox": {"propensity": 0.05},
+        }
+        with self._lock:
+            return self._index_guest(guest), True
+
+    def create_browser(self) -> tuple[str, str]:
+        """A new browser id and its new visitor guest, as ``browser/create.json`` does."""
+        browser_id = str(uuid.uuid4())
+        guest, _ = self.find_or_create_guest("browserId", browser_id)
+        return browser_id, str(guest["ref"])
+
+    def list_guests(
+        self, *, limit: int, offset: int, browser_id: str | None = None, email: str | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        if browser_id or email:
+            ref = (
+                self.by_browser.get(browser_id or "")
+                if browser_id
+                else self.by_email.get((email or "").lower())
+            )
+            items = [self.guests[ref]] if ref else []
+        else:
+            items = list(self.guests.values())
+        return len(items), items[offset : offset + limit]
+
+    def session_ref(self, guest_ref: str, channel: str, browser_ref: str | None, pos: str) -> str:
+        """Browser calls share an open session (POS timeout, default 20 min); email/identifier calls get a new one."""
+        if browser_ref is None:
+            return str(uuid.uuid4())
+        timeout_s = 60 * float(self.points_of_sale.get(pos, {}).get("timeoutInMinutes", 20))
+        key = (guest_ref, channel, browser_ref)
+        now = time.monotonic()
+        current = self.sessions.get(key)
+        ref = current[0] if current and now - current[1] < timeout_s else str(uuid.uuid4())
+        self.sessions[key] = (ref, now)
+        return ref
+
+    # ---- records -------------------------------------------------------------------------------------
+
+    def add_tracking(self, guest_ref: str, record: dict[str, Any]) -> None:
+        records = self.tracking.get(guest_ref)
+        if records is None:
+            records = self.tracking[guest_ref] = deque(maxlen=TRACKING_PER_GUEST)
+        records.append(record)
+
+    def add_trace(self, ref: str, trace: dict[str, Any]) -> None:
+        self.traces[ref] = trace
+        if len(self.traces) > MAX_TRACES:
+            self.traces.popitem(last=False)
+
+    def trace(self, ref: str) -> dict[str, Any]:
+        try:
+            return self.traces[ref]
+        except KeyError:
+            raise NotFound(
+                f"no execution '{ref}'",
+                f"the sandbox keeps the newest {MAX_TRACES:,} execution traces; this one is unknown or expired",
+            ) from None
+
+    def flow_guests(self, flow_ref: str) -> Iterable[tuple[dict[str, Any], dict[str, Any]]]:
+        """(guest, first TRACKING record for this flow) for every guest who executed the flow."""
+        for guest_ref, records in self.tracking.items():
+            for record in records:
+                if record["arbitraryData"]["flowExecution"]["flowRef"] == flow_ref:
+                    yield self.guests[guest_ref], record
+                    break
+
+
+def public_guest(guest: Mapping[str, Any]) -> dict[str, Any]:
+    """A guest as flows and the admin API see it: without the sandbox's hidden simulation data."""
+    return {k: v for k, v in guest.items() if k != "sandbox"}

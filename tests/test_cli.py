@@ -1,0 +1,143 @@
+"""The CLI contract of design.md: real subprocesses, one-line errors, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowlab.sandbox import DEMO_CLIENT_KEY, SandboxServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def flowlab(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flowlab", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert fragment in result.stderr
+    assert result.stderr.strip().count("\n") <= 2
+
+
+def test_call_without_base_url_uses_an_in_process_sandbox() -> None:
+    result = flowlab(
+        "call", "--client-key", DEMO_CLIENT_KEY, "--friendly-id", "checkout_ab_test", "--browser-id", "X"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["variant"] in {"A", "B"}
+
+
+def test_call_against_a_running_sandbox_with_params(sandbox: SandboxServer) -> None:
+    result = flowlab(
+        "call", "--base-url", sandbox.url, "--client-key", sandbox.client_key, "--friendly-id", "hero_banner*",
+        "--browser-id", "cli-1", "--param", "utm.campaign=spring_trail", "--language", "EN", "--currency", "EUR",
+        "--pos", "lumen/de", "-v",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["campaign"] == "spring_trail"
+    assert "200 in" in result.stderr and "x-flowlab-execution" in result.stderr.lower()
+
+
+def test_call_with_email_and_identifier(sandbox: SandboxServer) -> None:
+    base = [
+        "call",
+        "--base-url",
+        sandbox.url,
+        "--client-key",
+        sandbox.client_key,
+        "--friendly-id",
+        "guest_greeting",
+    ]
+    assert flowlab(*base, "--email", "someone@example.com").returncode == 0
+    assert flowlab(*base, "--identifier", "LOYALTY:LY-1").returncode == 0
+
+
+def test_two_identities_is_a_usage_error() -> None:
+    result = flowlab("call", "--friendly-id", "x", "--browser-id", "a", "--email", "b@c.d")
+    assert_clean_failure(result, 2, "use only one of --browser-id, --email or --identifier")
+
+
+def test_wrong_channel_is_rejected_by_argparse() -> None:
+    result = flowlab("call", "--friendly-id", "x", "--browser-id", "a", "--channel", "WEBSITE")
+    assert result.returncode == 2 and "invalid choice" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_invalid_language_names_the_field() -> None:
+    result = flowlab("call", "--friendly-id", "checkout_ab_test", "--browser-id", "a", "--language", "xx")
+    assert_clean_failure(result, 2, "language")
+
+
+def test_unknown_flow_prints_body_and_exits_1(sandbox: SandboxServer) -> None:
+    result = flowlab("call", "--base-url", sandbox.url, "--client-key", sandbox.client_key,
+                     "--friendly-id", "nope", "--browser-id", "a")  # fmt: skip
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["code"] == "404"
+    assert "no flow with friendlyId 'nope'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreachable_base_url() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = flowlab("call", "--base-url", f"http://127.0.0.1:{port}", "--client-key", "k", "--friendly-id", "x",
+                     "--browser-id", "a")  # fmt: skip
+    assert_clean_failure(result, 1, "cannot connect")
+
+
+def test_bad_param_and_identifier_syntax() -> None:
+    assert_clean_failure(
+        flowlab("call", "--friendly-id", "x", "--browser-id", "a", "--param", "novalue"), 2, "KEY=VALUE"
+    )
+    assert_clean_failure(flowlab("call", "--friendly-id", "x", "--identifier", "justid"), 2, "PROVIDER:ID")
+
+
+def test_bad_base_url_setting_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWLAB_BASE_URL", "ftp://nope")
+    result = subprocess.run([sys.executable, "-m", "flowlab", "call", "--friendly-id", "x", "--browser-id", "a"],
+                            capture_output=True, text=True, timeout=60, env=os.environ.copy())  # fmt: skip
+    assert_clean_failure(result, 2, "http")
+
+
+def test_sandbox_command_serves_until_interrupted() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowlab", "sandbox", "--port", str(port), "--latency-ms", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                info = httpx.get(f"http://127.0.0.1:{port}/sandbox/info").json()
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "sandbox did not start"
+                time.sleep(0.1)
+        assert info["clientKey"] == DEMO_CLIENT_KEY and info["knobs"]["latencyMs"] == "5"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert "Traceback" not in err and DEMO_CLIENT_KEY in err
+
+
+def test_sandbox_command_rejects_bad_faults() -> None:
+    assert_clean_failure(flowlab("sandbox", "--faults", "503=2"), 2, "probability")
+
+
+def test_sandbox_command_reports_a_busy_port(sandbox: SandboxServer) -> None:
+    assert_clean_failure(flowlab("sandbox", "--port", str(sandbox.port)), 1, "cannot listen")
