@@ -443,6 +443,7 @@ class BatchTransport:
         self.max_connections = max_connections
         self.headers = _headers(headers)
         self._session: Any = None
+        self._url: Any = self.url
         self._timeouts: dict[float, Any] = {}
 
     async def __aenter__(self) -> Self:
@@ -457,10 +458,14 @@ class BatchTransport:
     async def open(self) -> None:
         """Create the pool (inside the running event loop, as aiohttp requires)."""
         import aiohttp
+        import yarl
 
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, headers=self.headers)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self.headers, cookie_jar=aiohttp.DummyCookieJar()
+            )  # callFlows sets no cookies worth keeping; skipping the jar saves work on every request
+            self._url = yarl.URL(self.url)  # parsed once, not per request
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -478,7 +483,7 @@ class BatchTransport:
             client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
         started = time.perf_counter()
         try:
-            async with self._session.post(self.url, data=body, timeout=client_timeout) as raw:
+            async with self._session.post(self._url, data=body, timeout=client_timeout) as raw:
                 content = await raw.read()
                 status, headers = raw.status, raw.headers
         except TimeoutError:

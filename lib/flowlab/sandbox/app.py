@@ -77,16 +77,11 @@ def create_app(
 
     # ---- the real API -------------------------------------------------------------------------------
 
-    @app.post(
-        "/v2/callFlows", tags=["Personalize API"], summary="Execute an interactive experience or experiment"
-    )
+    @app.post("/v2/callFlows", tags=["Personalize API"], summary="Execute an experience or experiment")
     async def call_flows(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest("the request body is not valid JSON", str(exc)) from None
-        return answer(engine.execute(body))
+        """Documented here; served by ``_CallFlowsFastPath`` (the same ``_call_flows`` function)."""
+        status, body, headers = _call_flows(engine, await request.body())
+        return Response(body, status_code=status, media_type=_JSON, headers=headers)
 
     @app.get("/v2/callFlows", tags=["Personalize API"], summary="Legacy form: the body as ?message=<json>")
     async def call_flows_get(message: str = "") -> Response:
@@ -164,8 +159,8 @@ def create_app(
             raise NotFound(f"no flow with friendlyId '{friendly_id}'")
         variants = {v.ref: v for v in found.variants}
         rows = []
-        for guest, record in app.tenant.flow_guests(found.ref):
-            variant = variants.get(record["arbitraryData"]["flowExecution"]["flowVariantRef"])
+        for guest, variant_ref in app.tenant.flow_assignments(found.ref):
+            variant = variants.get(variant_ref)
             if variant is None:
                 continue
             propensity = float(guest.get("sandbox", {}).get("propensity", 0.05))
@@ -217,7 +212,7 @@ def create_app(
     async def tracking(guest_ref: str) -> list[dict[str, Any]]:
         if guest_ref not in app.tenant.guests:
             raise NotFound(f"no guest '{guest_ref}'")
-        return list(app.tenant.tracking.get(guest_ref, []))
+        return app.tenant.tracking_records(guest_ref)
 
     @app.get("/sandbox/executions/{ref}", tags=["Sandbox"])
     async def execution(ref: str) -> dict[str, Any]:
@@ -247,6 +242,7 @@ def create_app(
         app.tenant.reset()
         return {"status": "OK", "message": "back to the demo data"}
 
+    app.add_middleware(_CallFlowsFastPath, engine=engine)
     app.add_middleware(FaultInjector, knobs=knobs)
     app.add_middleware(
         CORSMiddleware,
@@ -256,6 +252,45 @@ def create_app(
         expose_headers=["X-Flowlab-Execution"],
     )
     return app
+
+
+def _call_flows(engine: Engine, raw: bytes) -> tuple[int, bytes, dict[str, str]]:
+    """One callFlows request from raw body bytes to (status, body, headers); errors use the one shape."""
+    try:
+        execution = engine.execute(orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        return 400, orjson.dumps(error_body(400, "the request body is not valid JSON", str(exc))), {}
+    except SandboxError as exc:
+        return exc.status, orjson.dumps(exc.body()), {}
+    return execution.status_code, execution.body.encode(), {"X-Flowlab-Execution": execution.ref}
+
+
+class _CallFlowsFastPath:
+    """Serve ``POST /v2/callFlows`` as raw ASGI, skipping FastAPI's routing and Request/Response objects.
+
+    The hot route is what batches hammer; this path measured more throughput than the same handler as a
+    FastAPI route (bench/sandbox.py). Everything else goes through FastAPI.
+    """
+
+    def __init__(self, app: Any, engine: Engine) -> None:
+        self.app = app
+        self.engine = engine
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v2/callFlows":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        status, body, extra = _call_flows(self.engine, b"".join(chunks))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers.extend((k.lower().encode(), v.encode()) for k, v in extra.items())
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

@@ -1,26 +1,33 @@
 """Decision models: programmables (JavaScript) feeding FIRST-hit decision tables (reference §5.1–5.2, §3.4).
 
 A model is parsed and compiled once (:meth:`DecisionModel.from_json`): JavaScript goes through the
-:class:`~flowlab.sandbox.javascript.ScriptRuntime`, and every decision-table entry becomes a Python
-predicate, so evaluating a table is a loop over pre-built closures (a 10-rule table takes a few µs).
+:class:`~flowlab.sandbox.javascript.ScriptRuntime` (a syntax error rejects the model, naming the node), and
+every decision-table entry becomes a Python predicate, so evaluating a table is a loop over pre-built
+closures (a 10-rule table, the whole ``evaluate``, takes under 10 µs).
 
-Evaluation order: programmables first, in list order except that one reading another's output reference
-runs after it; then decision tables in list order. A table input is a dotted path rooted at ``guest``,
-``request``, ``pos``, ``entity`` or a programmable's output reference; a failing programmable marks its
-node and the model ``error: true`` and everything downstream sees ``None``.
+Evaluation order, which is also the order of ``decisionModelResultNodes``: programmables first, in list
+order except that one reading another's output reference (as a bare name, ``this.ref`` or ``this["ref"]``)
+runs after it; then decision tables in list order. ``dependentNodeIds`` lists the programmables a node
+reads. A table input is a dotted path (``guest.orders[0].price``, ``.length`` of a list) rooted at
+``guest``, ``request``, ``pos``, ``entity`` or a programmable's output reference; anything missing is
+``None``. A failing programmable marks its node and the model ``error: true``, and everything downstream
+sees ``None`` (JS ``null``). The programmables of one evaluation share one parsed guest, as they would
+share one guest object in one flow execution. ``outputType`` is recorded, not enforced.
 
 Input entries follow what Sitecore's decision-table editor writes (FEEL unary tests)::
 
     ""  -                    any value
     "a"   "a","b"            equals one of (strings are case-sensitive, as in DMN)
     not("a")  not("a","b")   none of (any of the forms below inside, too)
-    5   < 5  <= 5  > 5  >= 5  != 5  = 5
-    [1..5]  (1..5)  [1..5)  ]1..5[      ranges, closed or open at either end
+    5   < 5  <= 5  > 5  >= 5  != 5  = 5      (also < "m": strings compare by code point)
+    [1..5]  (1..5)  [1..5)  ]1..5[           ranges, closed or open at either end
     true  false  null
 
 Lenient on purpose, because programmables often return numbers as strings: a number-like string input
 matches a numeric entry, a number input matches a number-like string entry, and the strings ``"true"`` /
-``"false"`` match ``true`` / ``false``.
+``"false"`` match ``true`` / ``false``. Output entries are a quoted string, a number, ``true``/``false``,
+or empty/``null`` for ``None``; an output whose ``typeRef`` ends in ``.offer`` becomes
+``{"type": typeRef, "value": ref}`` and its ref is collected in :attr:`ModelResult.offer_refs`.
 """
 
 from __future__ import annotations
@@ -412,7 +419,7 @@ def _resolve(value: Any, steps: tuple[str | int, ...]) -> Any:
     for step in steps:
         if type(value) is dict:
             value = value.get(step) if type(step) is str else value.get(str(step))
-        elif type(value) is list:
+        elif type(value) is list or type(value) is tuple:
             if type(step) is int or (type(step) is str and step.isdigit()):
                 index = int(step)
                 value = value[index] if index < len(value) else None

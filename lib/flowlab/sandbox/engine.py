@@ -22,17 +22,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from flowlab.sandbox.errors import BadRequest, FlowFailed, NotFound, SandboxError, Unauthorized
 from flowlab.sandbox.freemarker import TemplateError
 from flowlab.sandbox.javascript import ScriptError
-from flowlab.sandbox.store import CompiledFlow, CompiledVariant, Tenant, public_guest
+from flowlab.sandbox.store import CompiledFlow, CompiledVariant, Tenant, new_ref, public_guest
 
-__all__ = ["NO_MATCH_BODY", "Engine", "Execution", "bucket_for", "unit_hash"]
+__all__ = ["NO_MATCH_BODY", "Engine", "Execution", "bucket_for", "unit_hash", "validate"]
 
 NO_MATCH_BODY = '{"message":"No matching variant"}'
 _IDENTITY = ("browserId", "email", "identifiers")
@@ -146,7 +147,7 @@ class Engine:
         """Run one request; ``SandboxError`` for bad input, otherwise an ``Execution`` (even when 500)."""
         started = time.perf_counter()
         req = validate(body, self.tenant)
-        ref = str(uuid.uuid4())
+        ref = new_ref()
         warnings: list[str] = []
         pos = req["pointOfSale"]
         if pos and pos not in self.tenant.points_of_sale:
@@ -292,9 +293,9 @@ class Engine:
                 return failed.status, json.dumps(failed.body()), trace["offers"]
         trace["timings"]["templateMs"] = (time.perf_counter() - template_started) * 1000
         try:
-            json.loads(text)
+            orjson.loads(text)
             trace["template"] = {"validJson": True}
-        except ValueError as exc:
+        except orjson.JSONDecodeError as exc:
             trace["template"] = {"validJson": False, "jsonError": str(exc)}
             trace["warnings"].append(
                 f"the template printed text that is not valid JSON ({exc}); sent unchanged"
@@ -340,14 +341,14 @@ class Engine:
                 "decisionModelExecutionTimeMs": round(trace["timings"].get("decisionMs", 0.0), 3),
                 "output": {"offers": [{"ref": r} for r in offer_refs]},
                 "results": [
-                    json.dumps(out, separators=(",", ":"))
+                    orjson.dumps(out).decode()
                     for m in models
                     for node in m["result"].get("decisionModelResultNodes", [])
                     for out in node.get("outputs", [])
                 ],
             }
         record = {
-            "ref": str(uuid.uuid4()),
+            "ref": new_ref(),
             "type": "TRACKING",
             "status": "PROCESSED",
             "channel": req["channel"],

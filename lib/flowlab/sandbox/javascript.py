@@ -1,8 +1,8 @@
 """Run tenant JavaScript (conditions, programmables) in QuickJS: fast, isolated and bounded.
 
-Sitecore runs custom conditions and programmables as server-side JavaScript (reference §4.2, §5.2); the
+Sitecore runs custom conditions and programmables as server-side JavaScript (reference §4.2, §5.2). The
 sandbox must do the same at well over a thousand requests a second, so scripts run in-process in QuickJS
-(about 10 µs a call) rather than in V8 or a subprocess.
+(tens of µs a call) rather than in V8 (~0.5 ms) or a subprocess.
 
 How it is put together, and why:
 
@@ -10,32 +10,37 @@ How it is put together, and why:
   creating thread's stack), so each thread lazily builds its own, and every compiled wrapper is cached per
   (thread, script). Nothing that holds a QuickJS value ever leaves its thread.
 * **Each script is wrapped in a function.** A script whose source is one expression (the usual IIFE,
-  ``(function () { … })();``) is compiled once as ``function () { return (<source>); }``; any other script is
-  run with a direct ``eval`` inside a function, which keeps the exact completion-value semantics at the
+  ``(function () { … })();``) is compiled once as ``function () { return (<source>); }``; any other script
+  runs through a direct ``eval`` inside a function, which keeps the exact completion-value semantics at the
   cost of a parse per run (:attr:`Script.mode` says which). Either way a top-level ``var`` is local to the
   run.
 * **Runs cannot leak state into each other.** The built-ins are frozen when the context is made (with
-  SES-style "override taming", so ``obj.toString = f`` still works on ordinary objects), the standard
-  globals are read-only, and after every run every global the run created (``x = 1`` without ``var``,
-  ``this.y = 2``) is deleted. Assigning to a built-in prototype (``Array.prototype.x = …``) is silently
-  ignored, as for any frozen object in sloppy mode. A run that manages to leave something undeletable
-  behind gets the thread a fresh context.
-* **Values cross as JSON**, one string per call (``JSON.parse`` inside is the fastest path into QuickJS).
-  Declared globals are real properties of the global object, so ``this.tier`` works as in Sitecore.
-  A declared global missing from ``values`` is ``undefined``; JS ``undefined``, functions and ``NaN``
-  come back as ``None``. :class:`SharedJSON` lets several runs in one request share one parsed copy of a
-  large value (the guest) instead of re-encoding and re-parsing it for every script.
-* **Limits.** QuickJS stops a run at the CPU-time limit (default 50 ms; measured with ``clock()``, i.e.
-  process CPU time) and at the memory limit (default 32 MB per thread). After a timeout, out-of-memory or
-  anything unexpected the thread's context is thrown away and rebuilt on the next run.
-* **The hard limit.** QuickJS only checks the clock every ~10,000 bytecode branches and never inside a
-  native call, so a loop whose body is one heavy native call (``new Array(1e5).join('x')``) overruns the
-  limit many times over, and a catastrophically backtracking regular expression (``/(a+)+b/`` on a long
-  string) cannot be stopped at all. A watchdog thread notices any run older than ``hard_limit_ms``
-  (default max(1 s, 20 × the time limit)) and disables that script ("quarantine"): further runs fail at once
-  with a timeout error until it is recompiled. The stuck call itself keeps its thread (it runs without the
-  GIL, so the rest of the server carries on); :attr:`ScriptRuntime.stuck_scripts` lists such runs. Only a
-  subprocess could bound this completely.
+  SES-style "override taming", so ``obj.toString = f`` still works on ordinary objects) and moved onto a
+  prototype of the global object, so assigning to them is ignored (sloppy mode) and the global object's own
+  keys are only what a run creates; after every run those (``x = 1`` without ``var``, ``this.y = 2``,
+  the declared globals) are deleted. A run that leaves something undeletable behind (a non-configurable
+  global, a new prototype for the global object) gets the thread a fresh context.
+* **Values cross as JSON**, one string per call (``JSON.parse`` inside is the fastest way into QuickJS).
+  Declared globals are real properties of the global object, so ``this.tier`` works as in Sitecore. A
+  declared global missing from ``values`` is ``undefined``; JS ``undefined``, functions and ``NaN`` come
+  back as ``None``. :class:`SharedJSON` lets several runs of one request share one parsed copy of a large
+  value (the guest) instead of encoding and parsing it for every script.
+* **Limits.** QuickJS stops a run at the CPU-time limit (default 50 ms, measured with ``clock()``, i.e.
+  process CPU time) and at the memory limit (default 32 MB per thread); JS recursion is capped by a 1 MB
+  stack. After a timeout, out-of-memory or anything unexpected the thread's context is dropped and rebuilt
+  on its next run. QuickJS's own ``JSON.stringify`` recurses in C without a stack check (a very deep value
+  crashes the process), so the one scripts and this module use is guarded.
+* **What QuickJS cannot interrupt.** It checks the clock only every ~10,000 bytecode branches and never
+  inside a native call: a loop around one heavy native call (``new Array(1e5).join('x')``) overruns the limit
+  many times over, and a catastrophically backtracking regular expression (``/(a+)+b/`` on a long string)
+  cannot be stopped at all. A watchdog thread therefore (1) refuses new runs of a script while one of its
+  runs is overdue (4 × the time limit, at least 200 ms), so such a script ties up at most one thread; and
+  (2) quarantines a script with a run older than ``hard_limit_ms`` (default 40 × the time limit, at least
+  2 s): every later run fails at once until the script is compiled again. The stuck call keeps its thread
+  (it runs without the GIL, so the rest of the server carries on; :attr:`ScriptRuntime.stuck_scripts`
+  lists it). Only a subprocess could bound this completely.
+
+Promise jobs a script queues are never run: there is no event loop (Sitecore's ES5 engine has no Promise).
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ _RESERVED: Final = frozenset(
     "break case catch class const continue debugger default delete do else enum export extends false "
     "finally for function if import in instanceof new null return super switch this throw true try typeof "
     "var void while with yield let static implements interface package private protected public await "
-    "arguments eval".split()
+    "arguments eval __proto__".split()
 )
 # Globals of a bare QuickJS context plus the two we add; declared globals may not shadow them.
 _BUILTIN_GLOBALS: Final = frozenset(
@@ -104,7 +109,18 @@ _PRELUDE: Final = r"""
   "use strict";
   var O = Object, freeze = O.freeze, defineProperty = O.defineProperty, getPrototypeOf = O.getPrototypeOf,
       describeProperty = O.getOwnPropertyDescriptor, isExtensible = O.isExtensible, ownKeys = Reflect.ownKeys,
-      parse = JSON.parse, stringify = JSON.stringify, Str = String, ErrorC = Error;
+      parse = JSON.parse, Str = String, ErrorC = Error;
+  // QuickJS's native JSON.stringify recurses in C without a stack check: a 100,000-deep array crashes the
+  // process. With a replacer function it re-enters JS at every value, where the stack *is* checked, so
+  // stringify always gets one (the identity: the output is the same, per the spec).
+  var nativeStringify = JSON.stringify;
+  function passThrough(key, value) { return value; }
+  function stringify(value, replacer, space) {
+    if (typeof replacer === "function") return nativeStringify(value, replacer, space);
+    if (replacer !== undefined && replacer !== null) nativeStringify(value, passThrough);  // checked pass
+    return nativeStringify(value, replacer === undefined || replacer === null ? passThrough : replacer, space);
+  }
+  defineProperty(JSON, "stringify", { value: stringify, writable: true, enumerable: false, configurable: true });
   var MAX_LINES = 1000, MAX_CHARS = 100000;
   var logs = null, logChars = 0, dropped = 0;
   var slots = new Map();
@@ -365,7 +381,7 @@ class ScriptRuntime:
                 "syntax", "SyntaxError: the source contains an unpaired surrogate character", script=name
             ) from None
         state = self._state()
-        problem = state.check(source)
+        problem = state.check(source, name)
         if problem is not None:
             message, line = problem
             suffix = f" (line {line})" if line is not None else ""
@@ -392,7 +408,13 @@ class ScriptRuntime:
     def _state(self) -> _ThreadState:
         state: _ThreadState | None = getattr(self._local, "state", None)
         if state is None:
-            state = _ThreadState(self)
+            try:
+                state = _ThreadState(self)
+            except quickjs.JSException as exc:
+                message = (
+                    f"memory: a script context does not fit in {self.memory_limit_mb} MB ({_first_line(exc)})"
+                )
+                raise ScriptError("memory", message) from None
             self._local.state = state
         return state
 
@@ -422,7 +444,6 @@ class Script:
         self._key = key
         self._wrapper = wrapper
         self._names_json = json.dumps(list(globals))
-        self._index = {n: i for i, n in enumerate(globals)}
         self._quarantined = False
         self._overdue = False
 
@@ -473,6 +494,9 @@ class Script:
         if message.startswith("InternalError: out of memory"):
             runtime._discard_state()
             raise ScriptError("memory", _memory_message(runtime), script=self.name)
+        if message == "null":  # QuickJS throws null when it has no memory left to build an Error
+            runtime._discard_state()
+            message = "null (thrown by the script, or by QuickJS when it ran out of memory creating an error)"
         raise ScriptError("error", message, script=self.name, logs=logs)
 
     def _payload(self, values: Mapping[str, Any], state: _ThreadState) -> str:
@@ -528,12 +552,12 @@ class _ThreadState:
         self.shared: dict[str, None] = {}
         self.runs = 0
 
-    def check(self, source: str) -> tuple[str, int | None] | None:
+    def check(self, source: str, name: str) -> tuple[str, int | None] | None:
         try:
             found = self.checker(source)
         except quickjs.JSException as exc:  # a parse so large it hit a limit
             self.runtime._discard_state()
-            raise ScriptError("syntax", f"SyntaxError: {_first_line(exc)}") from None
+            raise ScriptError("syntax", f"SyntaxError: {_first_line(exc)}", script=name) from None
         if found is None:
             return None
         message, line = json.loads(cast(str, found))
@@ -703,7 +727,11 @@ def _watch() -> None:
         time.sleep(_WATCHDOG_PERIOD_S)
         now = time.monotonic()
         late: set[Script] = set()
-        for started, script in list(_ACTIVE.values()):
+        try:
+            active = list(_ACTIVE.values())
+        except RuntimeError:  # changed size while copied: look again next tick
+            continue
+        for started, script in active:
             age_ms = (now - started) * 1000
             runtime = script._runtime
             if age_ms > runtime._overdue_ms:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import threading
@@ -149,8 +150,11 @@ def serve_forever(
 ) -> None:
     """Serve in the foreground until Ctrl+C (``python -m flowlab sandbox``); ``announce(url)`` once bound."""
     sock = _bind(host, port)
+    app = create_app(latency_ms=latency_ms, faults=faults)
+    # The demo data lives as long as the process: keep it out of every garbage collection. Only here,
+    # where the sandbox owns the process; the in-thread sandbox never changes its host's GC.
+    gc.freeze()
     if announce is not None:
         announce(f"http://{host}:{sock.getsockname()[1]}")
-    app = create_app(latency_ms=latency_ms, faults=faults)
     server = uvicorn.Server(_config(app, "info"))
     server.run(sockets=[sock])

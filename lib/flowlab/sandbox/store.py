@@ -4,19 +4,26 @@ Definitions are stored in the JSON shapes of the reference (flows §4.1, offers 
 load (templates, scripts, decision tables), so a callFlows request does no parsing. Guest-side data grows
 with traffic, so it is bounded: the newest ``TRACKING_PER_GUEST`` records per guest (Personalize itself
 keeps the last 100 events per session, reference §4.2) and the newest ``MAX_TRACES`` traces.
+
+Tracking records and traces are kept as JSON bytes, not dicts: bytes are invisible to Python's cyclic
+garbage collector, and keeping ~20,000 traces as dict trees made collections pause the server for hundreds
+of milliseconds (measured: p99.9 3.4 ms → 0.4 s pauses; bench/sandbox.py).
 """
 
 from __future__ import annotations
 
 import copy
+import random
 import re
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from flowlab.sandbox.decisions import DecisionModel, DecisionModelError
 from flowlab.sandbox.demo import DemoTenant, demo_tenant
@@ -32,6 +39,7 @@ __all__ = [
     "CompiledVariant",
     "Condition",
     "Tenant",
+    "new_ref",
     "public_guest",
 ]
 
@@ -41,6 +49,14 @@ TRACKING_PER_GUEST = 100
 MAX_TRACES = 20_000
 _FRIENDLY_ID = re.compile(r"^[a-z0-9_]+$")
 _CONDITION_GLOBALS = ("guest", "request", "entity", "pos")
+
+
+_random = random.Random()
+
+
+def new_ref() -> str:
+    """A random UUID4 string, ~5x cheaper than ``uuid.uuid4()`` (no syscall); refs need no crypto strength."""
+    return str(uuid.UUID(int=_random.getrandbits(128), version=4))
 
 
 @dataclass(frozen=True)
@@ -138,9 +154,10 @@ class Tenant:
             self.by_browser: dict[str, str] = {}
             self.by_email: dict[str, str] = {}
             self.by_identifier: dict[tuple[str, str], str] = {}
-            self.tracking: dict[str, deque[dict[str, Any]]] = {}
+            self.tracking: dict[str, tuple[bytes, ...]] = {}
+            self.assignments: dict[str, dict[str, str]] = {}
             self.sessions: dict[tuple[str, str, str], tuple[str, float]] = {}
-            self.traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
+            self.traces: OrderedDict[str, bytes] = OrderedDict()
             for offer in demo.offers:
                 self.add_offer(copy.deepcopy(offer))
             for model in demo.decision_models:
@@ -152,7 +169,7 @@ class Tenant:
 
     def add_offer(self, offer: Mapping[str, Any]) -> dict[str, Any]:
         data = dict(offer)
-        data.setdefault("ref", str(uuid.uuid4()))
+        data.setdefault("ref", new_ref())
         name = str(data.get("name") or data["ref"])
         if not isinstance(data.get("attributes", {}), dict):
             raise _problem("offer", name, "'attributes' must be an object of offer attributes")
@@ -165,7 +182,7 @@ class Tenant:
 
     def add_decision_model(self, model: Mapping[str, Any]) -> dict[str, Any]:
         data = dict(model)
-        data.setdefault("ref", str(uuid.uuid4()))
+        data.setdefault("ref", new_ref())
         try:
             compiled = DecisionModel.from_json(data, runtime=self.runtime)
         except (DecisionModelError, ScriptError) as exc:
@@ -181,7 +198,7 @@ class Tenant:
         friendly_id = data.get("friendlyId")
         if not isinstance(friendly_id, str) or not _FRIENDLY_ID.match(friendly_id):
             raise BadRequest(f"flow friendlyId {friendly_id!r} is invalid: use a-z, 0-9 and _ only")
-        data.setdefault("ref", str(uuid.uuid4()))
+        data.setdefault("ref", new_ref())
         data.setdefault("name", friendly_id)
         data.setdefault("type", "INTERACTIVE_API_FLOW")
         data.setdefault("subtype", "EXPERIENCE")
@@ -194,7 +211,7 @@ class Tenant:
         for variant in variants:
             if not isinstance(variant, dict):
                 raise _problem("flow", friendly_id, "each variant must be an object")
-            variant.setdefault("ref", str(uuid.uuid4()))
+            variant.setdefault("ref", new_ref())
         traffic = data.setdefault("traffic", {})
         splits_raw = traffic.get("splits") or [
             {"ref": v["ref"], "split": 100 / len(variants)} for v in variants
@@ -299,17 +316,19 @@ class Tenant:
         if ref is not None:
             return self.guests[ref], False
         now = int(time.time() * 1000)
+        # Tuples, not lists: a batch creates a guest per request, and tuples of strings drop out of the
+        # cyclic GC's bookkeeping (see the module docstring); JSON, templates and scripts see arrays.
         guest: dict[str, Any] = {
-            "ref": str(uuid.uuid4()),
+            "ref": new_ref(),
             "guestType": "visitor",
             "firstSeen": now,
             "lastSeen": now,
-            "browserIds": [value] if kind == "browserId" else [],
+            "browserIds": (value,) if kind == "browserId" else (),
             "email": str(value).lower() if kind == "email" else None,
-            "identifiers": [dict(value)] if kind == "identifiers" else [],
-            "dataExtensions": [],
-            "orders": [],
-            "sessions": [],
+            "identifiers": (dict(value),) if kind == "identifiers" else (),
+            "dataExtensions": (),
+            "orders": (),
+            "sessions": (),
             "sandbox": {"propensity": 0.05},
         }
         with self._lock:
@@ -317,7 +336,7 @@ class Tenant:
 
     def create_browser(self) -> tuple[str, str]:
         """A new browser id and its new visitor guest, as ``browser/create.json`` does."""
-        browser_id = str(uuid.uuid4())
+        browser_id = new_ref()
         guest, _ = self.find_or_create_guest("browserId", browser_id)
         return browser_id, str(guest["ref"])
 
@@ -338,44 +357,48 @@ class Tenant:
     def session_ref(self, guest_ref: str, channel: str, browser_ref: str | None, pos: str) -> str:
         """Browser calls share an open session (POS timeout, default 20 min); email/identifier calls get a new one."""
         if browser_ref is None:
-            return str(uuid.uuid4())
+            return new_ref()
         timeout_s = 60 * float(self.points_of_sale.get(pos, {}).get("timeoutInMinutes", 20))
         key = (guest_ref, channel, browser_ref)
         now = time.monotonic()
         current = self.sessions.get(key)
-        ref = current[0] if current and now - current[1] < timeout_s else str(uuid.uuid4())
+        ref = current[0] if current and now - current[1] < timeout_s else new_ref()
         self.sessions[key] = (ref, now)
         return ref
 
     # ---- records -------------------------------------------------------------------------------------
 
     def add_tracking(self, guest_ref: str, record: dict[str, Any]) -> None:
-        records = self.tracking.get(guest_ref)
-        if records is None:
-            records = self.tracking[guest_ref] = deque(maxlen=TRACKING_PER_GUEST)
-        records.append(record)
+        records = self.tracking.get(guest_ref, ())
+        self.tracking[guest_ref] = (*records[-(TRACKING_PER_GUEST - 1) :], orjson.dumps(record))
+        execution = record["arbitraryData"]["flowExecution"]
+        if execution.get("flowVariantRef"):
+            self.assignments.setdefault(guest_ref, {}).setdefault(execution["flowRef"], execution["flowVariantRef"])
+
+    def tracking_records(self, guest_ref: str) -> list[dict[str, Any]]:
+        """A guest's TRACKING records, oldest first."""
+        return [orjson.loads(r) for r in self.tracking.get(guest_ref, ())]
 
     def add_trace(self, ref: str, trace: dict[str, Any]) -> None:
-        self.traces[ref] = trace
+        self.traces[ref] = orjson.dumps(trace, default=str)
         if len(self.traces) > MAX_TRACES:
             self.traces.popitem(last=False)
 
     def trace(self, ref: str) -> dict[str, Any]:
         try:
-            return self.traces[ref]
+            return dict(orjson.loads(self.traces[ref]))
         except KeyError:
             raise NotFound(
                 f"no execution '{ref}'",
                 f"the sandbox keeps the newest {MAX_TRACES:,} execution traces; this one is unknown or expired",
             ) from None
 
-    def flow_guests(self, flow_ref: str) -> Iterable[tuple[dict[str, Any], dict[str, Any]]]:
-        """(guest, first TRACKING record for this flow) for every guest who executed the flow."""
-        for guest_ref, records in self.tracking.items():
-            for record in records:
-                if record["arbitraryData"]["flowExecution"]["flowRef"] == flow_ref:
-                    yield self.guests[guest_ref], record
-                    break
+    def flow_assignments(self, flow_ref: str) -> Iterable[tuple[dict[str, Any], str]]:
+        """(guest, variant ref first served) for every guest a variant of this flow was served to."""
+        for guest_ref, flows in self.assignments.items():
+            variant_ref = flows.get(flow_ref)
+            if variant_ref is not None:
+                yield self.guests[guest_ref], variant_ref
 
 
 def public_guest(guest: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,130 @@
+"""Sandbox throughput: callFlows on the demo A/B experiment vs a bare FastAPI endpoint, same run, same tool.
+
+Each server runs as its own process (one uvicorn worker, uvloop + httptools) on 127.0.0.1; the load comes
+from ``wrk`` (Debian package), a non-Python generator, with 50 connections. Every request carries a fresh
+browserId (a wrk Lua counter), so the sandbox creates and buckets a new guest per request, as a batch would.
+
+    python bench/sandbox.py [--seconds 10] [--connections 50]
+
+Goal (issue #3): >= 1,500 req/s and p99 < 50 ms on one worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from flowlab.sandbox import DEMO_CLIENT_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BARE_APP = '''
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+app = FastAPI()
+@app.post("/v2/callFlows")
+async def call_flows(request: Request) -> Response:
+    await request.body()
+    return Response('{"variant":"A","decisionOffers":[]}', media_type="application/json")
+'''
+
+LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = '{"clientKey":"%s","channel":"WEB","language":"EN","currencyCode":"EUR",' ..
+    '"pointOfSale":"lumen/de","browserId":"wrk-' .. math.random(1, 1000000000) .. '-' .. counter .. '",' ..
+    '"friendlyId":"checkout_ab_test"}'
+  return wrk.format("POST", "/v2/callFlows", {["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT rps=%%.1f p50=%%.2f p99=%%.2f errors=%%d non2xx=%%d\\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status))
+end
+""" % DEMO_CLIENT_KEY
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(args: list[str], port: int, cwd: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"server on port {port} did not start")
+
+
+def wrk(port: int, seconds: int, connections: int, script: Path) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}/v2/callFlows"],
+        capture_output=True, text=True, timeout=seconds + 60, check=True,
+    )  # fmt: skip
+    match = re.search(r"RESULT rps=([\d.]+) p50=([\d.]+) p99=([\d.]+) errors=(\d+) non2xx=(\d+)", out.stdout)
+    if not match:
+        raise SystemExit(f"could not read wrk output:\n{out.stdout}\n{out.stderr}")
+    rps, p50, p99, errors, non2xx = match.groups()
+    return {"rps": float(rps), "p50": float(p50), "p99": float(p99), "errors": int(errors), "non2xx": int(non2xx)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk")
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        (tmpdir / "bare_app.py").write_text(BARE_APP)
+        script = tmpdir / "callflows.lua"
+        script.write_text(LUA)
+        results = {}
+        servers = {
+            "bare FastAPI": (["-m", "uvicorn", "bare_app:app"], tmpdir),
+            "sandbox (checkout_ab_test)": (["-m", "flowlab", "sandbox"], ROOT),
+        }
+        for name, (cmd, cwd) in servers.items():
+            port = free_port()
+            extra = ["--port", str(port)] + (["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
+                                              if "uvicorn" in cmd else [])  # fmt: skip
+            proc = start([sys.executable, *cmd, *extra], port, cwd)
+            try:
+                wrk(port, 2, args.connections, script)  # warm-up
+                results[name] = wrk(port, args.seconds, args.connections, script)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=20)
+    print(f"wrk, {args.connections} connections, {args.seconds} s, one server process each, 2-core machine")
+    print(f"{'server':30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'non-2xx':>8}")
+    for name, r in results.items():
+        print(f"{name:30} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['errors']:7d} {r['non2xx']:8d}")
+    sandbox, bare = results["sandbox (checkout_ab_test)"], results["bare FastAPI"]
+    print(f"sandbox / bare FastAPI throughput: {sandbox['rps'] / bare['rps']:.2f}")
+    ok = sandbox["rps"] >= 1500 and sandbox["p99"] < 50
+    print(f"goal (>= 1,500 req/s, p99 < 50 ms): {'met' if ok else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
