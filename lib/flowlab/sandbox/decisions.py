@@ -670,8 +670,8 @@ class _Loader:
             raise self.fail(None, "nodes", "must be a list of nodes (programmables and decision tables)")
         ids: set[str] = set()
         names: set[str] = set()
-        programmable_raw: list[tuple[int, Mapping[str, Any]]] = []
-        table_raw: list[tuple[int, Mapping[str, Any]]] = []
+        programmable_raw: list[Mapping[str, Any]] = []
+        table_raw: list[Mapping[str, Any]] = []
         for index, node in enumerate(raw_nodes):
             if not isinstance(node, Mapping):
                 raise self.fail(None, f"nodes[{index}]", "each node must be an object")
@@ -692,16 +692,16 @@ class _Loader:
             names.add(name.strip())
             kind = node.get("type")
             if kind == "programmable":
-                programmable_raw.append((index, node))
+                programmable_raw.append(node)
             elif kind == "decisionTable":
-                table_raw.append((index, node))
+                table_raw.append(node)
             else:
                 raise self.fail(
                     name, "type", f'{kind!r} is not supported; use "programmable" or "decisionTable"'
                 )
-        programmables = self._programmables([n for _, n in programmable_raw])
+        programmables = self._programmables(programmable_raw)
         ref_to_id = {p.output_reference: p.id for p in programmables}
-        tables = [self._table(node, ref_to_id) for _, node in table_raw]
+        tables = [self._table(node, ref_to_id) for node in table_raw]
         return DecisionModel(
             ref=self.ref,
             name=self.name,
