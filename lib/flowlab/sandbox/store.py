@@ -373,7 +373,9 @@ class Tenant:
         self.tracking[guest_ref] = (*records[-(TRACKING_PER_GUEST - 1) :], orjson.dumps(record))
         execution = record["arbitraryData"]["flowExecution"]
         if execution.get("flowVariantRef"):
-            self.assignments.setdefault(guest_ref, {}).setdefault(execution["flowRef"], execution["flowVariantRef"])
+            self.assignments.setdefault(guest_ref, {}).setdefault(
+                execution["flowRef"], execution["flowVariantRef"]
+            )
 
     def tracking_records(self, guest_ref: str) -> list[dict[str, Any]]:
         """A guest's TRACKING records, oldest first."""

@@ -1,0 +1,784 @@
+"""The batch runner: call a flow once for every guest of a sample, and keep one result row per guest.
+
+What it does, and why:
+
+* **Concurrency and rate.** ``concurrency`` workers share one keep-alive pool of as many connections; an
+  optional ``rps`` cap (a token bucket, for all workers together) bounds the arrival rate. The two are
+  separate knobs because they answer different questions (how much in flight; how fast).
+* **Retries** for connection errors, timeouts, 408, 429 and 5xx, honouring ``Retry-After``, with the
+  project's one ``RetryPolicy``; other answers are final. A **retry budget** keeps a failing server from
+  being hammered: every new guest earns ``retry_budget`` retries (0.5: one retry per two guests, so at
+  most a third of all requests are retries) on top of a small reserve; when it is spent, failures stand.
+* **Streaming.** Guests are taken from the sample lazily, results go to the ``RunStore`` in small
+  transactions (every 100 ms or 500 rows), so memory stays flat whatever the sample size.
+* **Cancel, resume, retry failed.** ``cancel()`` stops new calls, gives those in flight a second to finish
+  and marks the run ``cancelled``. A resume skips every guest that has a row; ``only_failed`` calls again
+  the guests whose row is not ok (and any without a row), replacing their rows. Either way every guest
+  ends with exactly one row. What a kill -9 can lose is in ``flowlab.runs``.
+* **Hot path.** Bodies are serialised with orjson and posted through ``client.BatchTransport`` (raw
+  aiohttp: httpx's per-request work caps a 2-core machine well below the goal, see ``bench/batch.py``);
+  SQLite writes run in a writer thread. Where uvloop is installed, the sync entry points use it.
+
+Only ``options.base_url`` is ever called; the app adds the live-tenant confirmation before it starts a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from flowlab.client import BatchTransport, RetryPolicy, status_error
+from flowlab.errors import APIError, APITimeoutError, ConfigError, RequestValidationError, RunStoreError
+from flowlab.models import CallFlowRequest, FlowResponse
+from flowlab.offers import find_offers
+from flowlab.runs import GuestResult, Progress, RunMeta, RunStore
+from flowlab.samples import GuestRow, GuestSample
+from flowlab.variants import detect_variant
+
+__all__ = [
+    "STORE_SUFFIX",
+    "BatchHandle",
+    "BatchOptions",
+    "BatchSummary",
+    "run_batch",
+    "run_batch_to_file",
+    "start_batch",
+    "store_path_for",
+]
+
+logger = logging.getLogger(__name__)
+
+#: For ``--out results.csv`` (or ``.parquet``) the run store is ``results.csv.sqlite`` beside it.
+STORE_SUFFIX = ".sqlite"
+_CANCEL_GRACE_S = 1.0
+_BODY_CACHE_SIZE = 2048  # distinct response bodies remembered (oldest dropped first)
+_OUT_SUFFIXES = (".csv", ".parquet", ".sqlite", ".db")
+
+ProgressCallback = Callable[[Progress], None]
+#: A validated request for one combination of overrides, and its ``to_body()`` items.
+_Template = tuple[CallFlowRequest, tuple[tuple[str, Any], ...]]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How to run a batch. Defaults are modest (the CLI passes ``concurrency=50``).
+
+    ``defaults`` are request fields (wire names: channel, pointOfSale, language, currencyCode) that rows
+    may override. ``retry_budget``: retries earned per new guest (see the module docstring).
+    """
+
+    base_url: str
+    client_key: str
+    friendly_id: str
+    defaults: Mapping[str, str | None] = field(default_factory=dict)
+    concurrency: int = 20
+    rps: float | None = None
+    retries: int = 3
+    timeout: float = 10.0
+    variant_path: str | None = None
+    retry_budget: float = 0.5
+    flush_interval: float = 0.1
+    flush_rows: int = 500
+
+    def __post_init__(self) -> None:
+        problems = [
+            "concurrency must be 1 or more" if self.concurrency < 1 else "",
+            "rps must be more than 0 (or None for no cap)" if self.rps is not None and self.rps <= 0 else "",
+            "retries must be 0 or more" if self.retries < 0 else "",
+            "timeout must be positive seconds" if self.timeout <= 0 else "",
+            "retry_budget must be 0 or more" if self.retry_budget < 0 else "",
+            "flush_interval and flush_rows must be positive"
+            if self.flush_interval <= 0 or self.flush_rows < 1
+            else "",
+        ]
+        if any(problems):
+            raise ConfigError("; ".join(p for p in problems if p))
+
+    def check(self) -> None:
+        """Raise ``RequestValidationError`` if the client key, friendlyId or defaults can make no valid
+        request: checked before a store is created or a guest is called, since it would fail every row."""
+        CallFlowRequest.build(
+            clientKey=self.client_key,
+            friendlyId=self.friendly_id,
+            browserId="check",
+            **{k: v for k, v in self.defaults.items() if v is not None},
+        )
+
+    def run_meta(self, sample: GuestSample) -> RunMeta:
+        """What makes a run this run (``--resume`` checks it); the client key is not recorded."""
+        options = {
+            "concurrency": self.concurrency,
+            "rps": self.rps,
+            "retries": self.retries,
+            "timeout": self.timeout,
+            "variantPath": self.variant_path,
+            "retryBudget": self.retry_budget,
+        }
+        return RunMeta(
+            friendly_id=self.friendly_id,
+            base_url=self.base_url,
+            sample_fingerprint=sample.fingerprint,
+            total=len(sample),
+            defaults=dict(self.defaults),
+            options=options,
+            extra_columns=sample.columns,
+        )
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """How a run ended.
+
+    ``total``, ``ok``, ``failed`` and ``errors_by_type`` cover the whole run (every session of it);
+    ``called``, ``elapsed_s``, ``rps`` (guests finished per second) and the retry counts cover this session.
+    """
+
+    total: int
+    ok: int
+    failed: int
+    elapsed_s: float
+    rps: float
+    errors_by_type: Mapping[str, int]
+    store_path: Path
+    called: int = 0
+    retries: int = 0
+    retries_denied: int = 0
+    cancelled: bool = False
+    output: Path | None = None
+
+    @property
+    def missing(self) -> int:
+        """Guests without a row yet (a cancelled run); a resume calls them."""
+        return self.total - self.ok - self.failed
+
+    def describe(self) -> str:
+        """One line for a terminal or a status bar."""
+        errors = ", ".join(
+            f"{k or 'other'} {v:,}" for k, v in sorted(self.errors_by_type.items(), key=lambda kv: -kv[1])
+        )
+        text = (
+            f"{self.total:,} guest{'' if self.total == 1 else 's'}: {self.ok:,} ok, {self.failed:,} failed"
+            + (f" ({errors})" if errors else "")
+        )
+        text += f"; {self.called:,} called in {self.elapsed_s:.1f} s ({self.rps:,.0f}/s)"
+        if self.retries or self.retries_denied:
+            text += f", {self.retries:,} retries" + (
+                f" ({self.retries_denied:,} over budget)" if self.retries_denied else ""
+            )
+        if self.cancelled:
+            text += f"; cancelled with {self.missing:,} to go (resume to finish)"
+        return text + f"; results in {self.output or self.store_path}"
+
+
+# ---- pacing ---------------------------------------------------------------------------------------------
+
+
+class _RateLimiter:
+    """A token bucket over all workers (GCRA form): at most ``rps`` a second, bursts of ``burst``."""
+
+    def __init__(self, rps: float, burst: float | None = None) -> None:
+        self.interval = 1.0 / rps
+        self.burst = burst if burst is not None else max(1.0, min(rps / 10, 20.0))
+        self.next_at = 0.0
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        slot = max(self.next_at, now - (self.burst - 1) * self.interval)
+        self.next_at = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class _RetryBudget:
+    """Retries earned by new requests: each first attempt adds ``ratio``; a retry spends one."""
+
+    def __init__(self, ratio: float, reserve: float) -> None:
+        self.ratio = ratio
+        self.cap = reserve
+        self.balance = reserve
+        self.spent = 0
+        self.denied = 0
+
+    def earn(self) -> None:
+        self.balance = min(self.cap, self.balance + self.ratio)
+
+    def spend(self) -> bool:
+        if self.balance >= 1.0:
+            self.balance -= 1.0
+            self.spent += 1
+            return True
+        self.denied += 1
+        return False
+
+
+# ---- the runner -----------------------------------------------------------------------------------------
+
+
+class _Runner:
+    """One session of a run: workers, the writer and the counters, on one event loop."""
+
+    def __init__(
+        self,
+        sample: GuestSample,
+        options: BatchOptions,
+        store: RunStore,
+        *,
+        only_failed: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.sample = sample
+        self.options = options
+        self.store = store
+        self.only_failed = only_failed
+        self.on_progress = on_progress
+        self.policy = RetryPolicy(max_retries=options.retries)
+        self.budget = _RetryBudget(options.retry_budget, reserve=max(10.0, float(options.concurrency)))
+        self.limiter = _RateLimiter(options.rps) if options.rps else None
+        self.defaults = {k: v for k, v in options.defaults.items() if v is not None}
+        self._bodies: dict[str, tuple[str, str, list[str]]] = {}
+        self._templates: dict[tuple[tuple[str, str], ...], _Template | RequestValidationError] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()  # binds to the loop that first waits on it (Python >= 3.10)
+        self._flush_now = asyncio.Event()
+        self._rows: list[tuple[Any, ...]] = []  # results as SQL rows, converted here, not on the writer
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flowlab-run-writer")
+        self._started = 0.0
+        self._base = Progress(0, 0, 0, 0, {}, 0.0, 0.0, None)
+        self._called = 0
+        self._ok = 0
+        self._errors: Counter[str] = Counter()
+
+    # -- control, from any thread --
+
+    def cancel(self) -> None:
+        """Stop calling new guests; those in flight get ``_CANCEL_GRACE_S`` to finish. Thread-safe."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._stop.set()  # not running (yet, or any more): nothing waits on it
+        else:
+            loop.call_soon_threadsafe(self._stop.set)
+
+    # -- the run --
+
+    def _pending(self) -> tuple[list[GuestRow], Progress]:
+        """The guests to call, and the counts they start from (re-called rows no longer count as done)."""
+        skip = self.store.done_rows()
+        if self.only_failed:
+            skip -= self.store.failed_rows()
+        todo = [g for g in self.sample.guests if g.row not in skip]
+        done = len(self.sample) - len(todo)
+        before = self.store.progress()
+        errors = {} if self.only_failed else dict(before.errors_by_type)
+        failed = 0 if self.only_failed else before.failed
+        return todo, Progress(len(self.sample), done, done - failed, failed, errors, time.time(), 0.0, None)
+
+    async def run(self) -> BatchSummary:
+        self._loop = asyncio.get_running_loop()
+        self.options.check()
+        todo, self._base = self._pending()
+        await self._in_writer(self.store.mark_started, self.options.run_meta(self.sample).options)
+        self._started = time.perf_counter()
+        guests = iter(todo)
+        writer = asyncio.create_task(self._writer())
+        try:
+            async with BatchTransport(
+                base_url=self.options.base_url, max_connections=self.options.concurrency
+            ) as http:
+                count = min(self.options.concurrency, len(todo))
+                workers = [asyncio.create_task(self._worker(guests, http)) for _ in range(count)]
+                await self._supervise(workers, writer)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            complete = await self._finish()
+        return self._summary(cancelled=not complete)
+
+    async def _supervise(self, workers: list[asyncio.Task[None]], writer: asyncio.Task[None]) -> None:
+        """Wait for the workers; once cancelled, give the calls in flight a grace period, then stop them.
+
+        A failing writer (disk full…) ends the run at once rather than let results pile up in memory.
+        """
+        stop: asyncio.Task[Any] = asyncio.create_task(self._stop.wait())
+        running: set[asyncio.Task[Any]] = set(workers)
+        try:
+            while running:
+                watched = running | {stop, writer}
+                finished, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished - {stop}:
+                    task.result()  # a bug in a worker, or the writer's error, surfaces here
+                running -= finished
+                if stop in finished and running:
+                    await asyncio.wait(running, timeout=_CANCEL_GRACE_S)
+                    return
+        finally:
+            stop.cancel()
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _worker(self, guests: Iterator[GuestRow], http: BatchTransport) -> None:
+        for guest in guests:
+            if self._stop.is_set():
+                return
+            result = await self._call(guest, http)
+            if result is None:
+                return
+            self._record(result)
+
+    def _record(self, result: GuestResult) -> None:
+        self._rows.append(result.as_sql())
+        self._called += 1
+        if result.ok:
+            self._ok += 1
+        else:
+            self._errors[result.error_type] += 1
+        if len(self._rows) >= self.options.flush_rows:
+            self._flush_now.set()
+
+    async def _call(self, guest: GuestRow, http: BatchTransport) -> GuestResult | None:
+        """One guest, with retries; None if the run stopped before the guest had an answer worth keeping."""
+        options = self.options
+        try:
+            body, request = self._prepare(guest)
+        except RequestValidationError as exc:
+            return self._result(guest, None, None, error=str(exc), error_type="invalid_request")
+        self.budget.earn()
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.limiter is not None:
+                await self.limiter.acquire()
+            if self._stop.is_set():
+                return None
+            started = time.perf_counter()
+            try:
+                status, headers, text, latency_ms = await http.post_call_flows(body, options.timeout)
+            except APIError as exc:
+                if await self._retry(attempt, self.policy.delay(attempt)):
+                    continue
+                if self._stop.is_set():
+                    return None
+                kind = "timeout" if isinstance(exc, APITimeoutError) else "connection"
+                latency = (time.perf_counter() - started) * 1000
+                return self._result(guest, request, None, latency, attempt, error=str(exc), error_type=kind)
+            if 200 <= status < 300:
+                return self._answer(guest, request, status, headers, text, latency_ms, attempt)
+            if self.policy.retryable_status(status):
+                if await self._retry(attempt, self.policy.delay(attempt, headers.get("Retry-After"))):
+                    continue
+                if self._stop.is_set():
+                    return None
+            return self._answer(guest, request, status, headers, text, latency_ms, attempt)
+
+    def _prepare(self, guest: GuestRow) -> tuple[bytes, CallFlowRequest]:
+        """The body to send for ``guest``, and the validated request of its combination of overrides.
+
+        Rows were checked one by one when the sample was read (``flowlab.samples``); what a run adds (client
+        key, friendlyId, defaults) is the same for every row with the same overrides. So each combination
+        is validated by ``CallFlowRequest`` once, with a placeholder identity, and its ``to_body()`` is the
+        template: a guest's identity takes the placeholder's place and its params go last, exactly as
+        ``to_body()`` lays them out. No pydantic per guest: on 2 cores that is measurable throughput.
+        """
+        key = tuple(guest.fields.items())
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = self._template(guest.fields)
+        if isinstance(template, RequestValidationError):
+            raise template
+        request, items = template
+        identity = guest.identity_fields
+        body: dict[str, Any] = {}
+        for name, value in items:
+            if name == "browserId":
+                body.update(identity)
+            else:
+                body[name] = value
+        if guest.params:
+            body["params"] = guest.params if isinstance(guest.params, dict) else dict(guest.params)
+        return orjson.dumps(body), request
+
+    def _template(self, fields: Mapping[str, str]) -> _Template | RequestValidationError:
+        placeholder = GuestRow(0, "browserId", "placeholder", fields)
+        try:
+            request = placeholder.to_request(self.options.client_key, self.options.friendly_id, self.defaults)
+        except RequestValidationError as exc:
+            return exc
+        return request, tuple(request.to_body().items())
+
+    async def _retry(self, attempt: int, delay: float) -> bool:
+        """Wait ``delay`` before another attempt, if retries, the budget and the run allow one."""
+        if attempt > self.options.retries or self._stop.is_set() or not self.budget.spend():
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+        return not self._stop.is_set()
+
+    def _answer(
+        self,
+        guest: GuestRow,
+        request: CallFlowRequest,
+        status: int,
+        headers: Mapping[str, str],
+        text: str,
+        latency_ms: float,
+        attempts: int,
+    ) -> GuestResult:
+        execution_ref = headers.get("X-Flowlab-Execution", "")
+        if not 200 <= status < 300:
+            response = FlowResponse(
+                status, headers, text, latency_ms, url=f"{self.options.base_url}/v2/callFlows"
+            )
+            error = status_error(response).message
+            return self._result(
+                guest, request, status, latency_ms, attempts,
+                error=error, error_type=f"http_{status}", body=text, execution_ref=execution_ref,
+            )  # fmt: skip
+        variant, source, offers = self._read_body(text)
+        return self._result(
+            guest, request, status, latency_ms, attempts, body=text, execution_ref=execution_ref,
+            variant=variant, variant_source=source, offers=offers,
+        )  # fmt: skip
+
+    def _read_body(self, text: str) -> tuple[str, str, list[str]]:
+        """Variant, how it was found, and offer titles; cached, as bodies repeat (one per variant, often)."""
+        found = self._bodies.get(text)
+        if found is None:
+            try:
+                parsed = orjson.loads(text) if text.strip() else None
+            except orjson.JSONDecodeError:
+                parsed = None
+            guess = detect_variant(parsed, text=text, path=self.options.variant_path)
+            found = (guess.label, guess.source, [offer.title for offer in find_offers(parsed)])
+            if len(self._bodies) >= _BODY_CACHE_SIZE:
+                self._bodies.pop(next(iter(self._bodies)))
+            self._bodies[text] = found
+        return found
+
+    def _result(
+        self,
+        guest: GuestRow,
+        request: CallFlowRequest | None,
+        status: int | None,
+        latency_ms: float | None = None,
+        attempts: int = 0,
+        **fields: Any,
+    ) -> GuestResult:
+        sent: tuple[str, ...]
+        if request is not None:  # the values sent, as the model normalised them
+            sent = (
+                request.channel,
+                request.point_of_sale,
+                request.language or "",
+                request.currency_code or "",
+            )
+        else:
+            given = {**self.defaults, **guest.fields}
+            sent = tuple(
+                str(given.get(f) or "") for f in ("channel", "pointOfSale", "language", "currencyCode")
+            )
+        return GuestResult(
+            row=guest.row,
+            guest=guest.value,
+            identity=guest.kind,
+            status_code=status,
+            ok=status is not None and 200 <= status < 300,
+            latency_ms=latency_ms,
+            attempts=attempts,
+            finished_at=time.time(),
+            channel=sent[0],
+            point_of_sale=sent[1],
+            language=sent[2],
+            currency_code=sent[3],
+            extra=guest.extra,
+            **fields,
+        )
+
+    # -- the writer --
+
+    async def _in_writer(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run a store call on the writer thread: SQLite work stays off the event loop, in order.
+
+        Shielded: cancelling the awaiting task (the writer at the end of a run, or the whole run) must not
+        cancel a queued write, whose rows are in no other place.
+        """
+        assert self._loop is not None
+        return await asyncio.shield(self._loop.run_in_executor(self._executor, function, *args))
+
+    async def _writer(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), self.options.flush_interval)
+            self._flush_now.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._rows = self._rows, []
+        if batch:
+            await self._in_writer(self.store.write_rows, batch)
+        if self.on_progress is not None:
+            self.on_progress(self._snapshot())
+
+    async def _finish(self) -> bool:
+        """Write what is left and record how the run ended: ``done`` if every guest has a row, else
+        ``cancelled`` (resumable). Queued after any write in flight, and waited for even on cancel."""
+
+        def finish() -> bool:
+            self.store.write_rows(batch)
+            complete = self.store.progress().done >= len(self.sample)
+            self.store.set_status("done" if complete else "cancelled")
+            return complete
+
+        batch, self._rows = self._rows, []
+        try:
+            complete: bool = await self._in_writer(finish)
+        finally:
+            self._executor.shutdown(wait=True)
+        if self.on_progress is not None:
+            self.on_progress(self._snapshot())
+        return complete
+
+    # -- counts --
+
+    def _snapshot(self) -> Progress:
+        base = self._base
+        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        rps = self._called / elapsed
+        done = base.done + self._called
+        errors = Counter(base.errors_by_type) + self._errors
+        eta = (base.total - done) / rps if rps > 0 else None
+        failed = base.failed + self._called - self._ok
+        return Progress(base.total, done, base.ok + self._ok, failed, dict(errors), base.started, rps, eta)
+
+    def _summary(self, cancelled: bool) -> BatchSummary:
+        final = self.store.progress()
+        elapsed = time.perf_counter() - self._started
+        return BatchSummary(
+            total=final.total,
+            ok=final.ok,
+            failed=final.failed,
+            elapsed_s=elapsed,
+            rps=self._called / elapsed if elapsed > 0 else 0.0,
+            errors_by_type=dict(final.errors_by_type),
+            store_path=self.store.path,
+            called=self._called,
+            retries=self.budget.spent,
+            retries_denied=self.budget.denied,
+            cancelled=cancelled,
+        )
+
+
+# ---- entry points ---------------------------------------------------------------------------------------
+
+
+async def run_batch(
+    sample: GuestSample,
+    options: BatchOptions,
+    store: RunStore,
+    *,
+    only_failed: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> BatchSummary:
+    """Call the flow for every guest of ``sample`` that has no row in ``store`` yet (resume is built in).
+
+    ``only_failed`` also calls again the guests whose row is not ok, replacing those rows. ``on_progress``
+    gets in-memory counts after every write (about ten times a second). Cancelling the awaiting task
+    cancels the run: rows written so far stay, and the run is marked ``cancelled`` (resumable).
+    """
+    runner = _Runner(sample, options, store, only_failed=only_failed, on_progress=on_progress)
+    with store.claim():
+        return await runner.run()
+
+
+def store_path_for(out: str | Path) -> Path:
+    """Where the run store of an output file lives: the file itself for ``.sqlite``/``.db``, else
+    ``<out>.sqlite`` beside it (``results.csv`` → ``results.csv.sqlite``), so a resume finds it."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in _OUT_SUFFIXES:
+        raise RunStoreError(
+            f"--out '{out}' must end in .csv, .parquet or .sqlite (the format follows the name)"
+        )
+    return out if suffix in (".sqlite", ".db") else out.with_name(out.name + STORE_SUFFIX)
+
+
+def _open_store(sample: GuestSample, options: BatchOptions, path: str | Path, *, resume: bool) -> RunStore:
+    """The store for a run: a new one, or (``resume``) the existing one after checking it is this run."""
+    path = Path(path)
+    meta = options.run_meta(sample)
+    if not (resume and path.exists()):
+        return RunStore.create(path, meta)
+    store = RunStore.open(path)
+    try:
+        store.check_same_run(meta)
+    except RunStoreError:
+        store.close()
+        raise
+    return store
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where installed (it comes with uvicorn[standard]): measurably faster on the hot path."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _run_sync(coro: Coroutine[Any, Any, BatchSummary]) -> BatchSummary:
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        return runner.run(coro)
+
+
+def run_batch_to_file(
+    sample: GuestSample,
+    options: BatchOptions,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    only_failed: bool = False,
+    progress: bool = True,
+) -> BatchSummary:
+    """Run a batch into ``out`` (``.csv``, ``.parquet`` or ``.sqlite``), for the CLI and scripts.
+
+    The run store is ``store_path_for(out)``; CSV and Parquet are exported from it when the run ends.
+    ``progress`` draws a tqdm bar on stderr (done/total, guests/s, ETA, errors). Ctrl+C cancels the run
+    (resumable with ``resume=True``) and raises ``KeyboardInterrupt``.
+    """
+    out = Path(out)
+    store_path = store_path_for(out)
+    options.check()
+    store = _open_store(sample, options, store_path, resume=resume or only_failed)
+    try:
+        with _ProgressBar(enabled=progress) as bar:
+            summary = _run_sync(
+                run_batch(sample, options, store, only_failed=only_failed, on_progress=bar.update)
+            )
+        if summary.cancelled:
+            logger.warning(
+                "batch cancelled: resume with --resume to call the %d guests left", summary.missing
+            )
+        if out != store_path:
+            summary = replace(summary, output=store.export(out))
+        return summary
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        logger.warning(
+            "batch interrupted: rows so far are in %s; run again with --resume to finish", store_path
+        )
+        raise
+    finally:
+        store.close()
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr fed by the runner's counts (never by polling the store)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, progress: Progress) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm  # type: ignore[import-untyped]
+
+            self.bar = tqdm(total=progress.total, initial=progress.done, unit="guest", file=sys.stderr,
+                            dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+        self.bar.update(progress.done - self.bar.n)
+        errors = " ".join(f"{k}={v}" for k, v in sorted(progress.errors_by_type.items()) if v)
+        self.bar.set_postfix_str(
+            f"failed={progress.failed}" + (f" ({errors})" if errors else ""), refresh=False
+        )
+
+
+class BatchHandle:
+    """A batch running in a background thread with its own event loop (for the Streamlit app).
+
+    Nothing the page does (reruns, widget clicks) touches it; poll ``progress()``, call ``cancel()``.
+    """
+
+    def __init__(self, runner: _Runner, store: RunStore) -> None:
+        self.store_path = store.path
+        self._runner = runner
+        self._store = store
+        self._final: Progress | None = None
+        self.summary: BatchSummary | None = None
+        self.error: BaseException | None = None
+        self._claim = contextlib.ExitStack()
+        self._claim.enter_context(store.claim())  # here, so a second batch on the file fails in the caller
+        self._thread = threading.Thread(target=self._main, name="flowlab-batch", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.summary = _run_sync(self._runner.run())
+        except BaseException as exc:  # reported through .error: a thread has nobody else to tell
+            self.error = exc
+            logger.exception("batch failed")
+        finally:
+            with contextlib.suppress(Exception):
+                self._final = self._store.progress()
+            self._claim.close()
+            self._store.close()
+
+    def progress(self) -> Progress:
+        """Counts from the run store (SQL aggregates): safe from any thread, any time."""
+        final = self._final
+        if final is not None:
+            return final
+        try:
+            return self._store.progress()
+        except Exception:  # the store closed between the check and the query
+            return self._final or Progress(0, 0, 0, 0, {}, 0.0, 0.0, None, "running")
+
+    def cancel(self) -> None:
+        """Stop the run soon (calls in flight get a second); it stays resumable."""
+        self._runner.cancel()
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run ends (or ``timeout`` seconds); True if it has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def start_batch(
+    sample: GuestSample,
+    options: BatchOptions,
+    store_path: str | Path,
+    *,
+    resume: bool = False,
+    only_failed: bool = False,
+) -> BatchHandle:
+    """Start a batch in the background and return at once; store problems raise here, before it starts."""
+    options.check()
+    store = _open_store(sample, options, store_path, resume=resume or only_failed)
+    try:
+        return BatchHandle(_Runner(sample, options, store, only_failed=only_failed), store)
+    except BaseException:
+        store.close()
+        raise

@@ -1,0 +1,647 @@
+"""The run store: one SQLite file per batch run, one row per guest, written as results arrive.
+
+Why SQLite: a run must survive a crash and be resumed (design.md, "Nothing is lost"), be read while it is
+written (the app polls progress from another thread, or another process), and stay out of memory at 100,000
+guests. WAL mode gives all three: readers never block the writer, and a committed transaction survives the
+death of the process.
+
+**What a kill -9 can lose.** The batch runner commits results in small transactions (every 100 ms or 500
+rows, whichever comes first). A process killed outright loses only the guests whose request was in flight
+and those in the not-yet-committed window: they have no row, so a resume calls them again (on a live tenant
+their first call may already have been tracked). A guest with a row in the store is never called again by
+a resume. (``synchronous=NORMAL``: a power cut or OS crash may also lose the last few committed
+transactions; a process crash cannot.)
+
+Tables: ``meta`` (key → JSON: friendlyId, base URL, sample fingerprint, defaults, options, created, started,
+finished, status ``running``/``cancelled``/``done``) and ``results`` (one row per guest; ``row`` is the
+sample's row number). The sample's own columns live in one JSON column, ``extra``, and become real columns
+in ``to_dataframe()`` and ``export()``, renamed ``sample_<name>`` where they would clash with a result column.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import orjson
+
+from flowlab import __version__
+from flowlab.errors import RunStoreError
+
+if sys.platform != "win32":
+    import fcntl
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+__all__ = [
+    "ERROR_TYPES",
+    "MAX_BODY_CHARS",
+    "RESULT_COLUMNS",
+    "GuestResult",
+    "Progress",
+    "RunMeta",
+    "RunStore",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: Longer bodies are cut (and marked) in the store; variant and offers are read from the whole body first.
+MAX_BODY_CHARS = 100_000
+#: ``error_type`` values besides ``http_<status>``; "" means the guest got a 2xx answer.
+ERROR_TYPES: tuple[str, ...] = ("", "timeout", "connection", "invalid_request")
+#: The result columns, in table order (``extra`` holds the sample's own columns as JSON).
+RESULT_COLUMNS: tuple[str, ...] = (
+    "row",
+    "guest",
+    "identity",
+    "status_code",
+    "ok",
+    "variant",
+    "variant_source",
+    "offers",
+    "offer_count",
+    "latency_ms",
+    "attempts",
+    "error",
+    "error_type",
+    "body",
+    "execution_ref",
+    "finished_at",
+    "channel",
+    "pointOfSale",
+    "language",
+    "currencyCode",
+)
+_SQL_TYPES = {
+    "row": "INTEGER PRIMARY KEY",
+    "status_code": "INTEGER",
+    "ok": "INTEGER NOT NULL",
+    "offer_count": "INTEGER",
+    "latency_ms": "REAL",
+    "attempts": "INTEGER",
+    "finished_at": "REAL",
+}
+_QUOTED = ", ".join(f'"{c}"' for c in RESULT_COLUMNS)
+_COLUMN_DEFS = ", ".join(f'"{c}" {_SQL_TYPES.get(c, "TEXT")}' for c in RESULT_COLUMNS)
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results ({_COLUMN_DEFS}, extra TEXT);
+CREATE INDEX IF NOT EXISTS results_progress ON results (ok, error_type, finished_at);
+"""
+_INSERT = (
+    f"INSERT OR REPLACE INTO results ({_QUOTED}, extra) VALUES ({', '.join('?' * (len(RESULT_COLUMNS) + 1))})"
+)
+_RATE_WINDOW_S = 10.0
+_STATUSES = ("running", "cancelled", "done")
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class GuestResult:
+    """What one guest's call came to: the row the store keeps (``offer_count`` is ``len(offers)``).
+
+    Not frozen on purpose: one is made per request, and a frozen 20-field dataclass costs 6x to build.
+    """
+
+    row: int
+    guest: str
+    identity: str
+    status_code: int | None
+    ok: bool
+    variant: str = ""
+    variant_source: str = ""
+    offers: Sequence[str] = ()
+    latency_ms: float | None = None
+    attempts: int = 0
+    error: str = ""
+    error_type: str = ""
+    body: str = ""
+    execution_ref: str = ""
+    finished_at: float = 0.0
+    channel: str = ""
+    point_of_sale: str = ""
+    language: str = ""
+    currency_code: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_sql(self) -> tuple[Any, ...]:
+        """The row's values in ``RESULT_COLUMNS`` order, then ``extra`` (JSON)."""
+        body = self.body if len(self.body) <= MAX_BODY_CHARS else self.body[:MAX_BODY_CHARS] + "…[truncated]"
+        offers = orjson.dumps(list(self.offers)).decode()
+        extra = orjson.dumps(self.extra, option=orjson.OPT_NON_STR_KEYS).decode()
+        return (
+            self.row, self.guest, self.identity, self.status_code, int(self.ok), self.variant,
+            self.variant_source, offers, len(self.offers), self.latency_ms, self.attempts, self.error,
+            self.error_type, body, self.execution_ref, self.finished_at or time.time(), self.channel,
+            self.point_of_sale, self.language, self.currency_code, extra,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """What a run is: target, flow, sample, request defaults and options; ``differences`` guards a resume."""
+
+    friendly_id: str
+    base_url: str
+    sample_fingerprint: str
+    total: int
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    extra_columns: tuple[str, ...] = ()
+    status: str = "running"
+    created: str = ""
+    started: float = 0.0
+    finished: str = ""
+
+    def differences(self, other: RunMeta) -> list[str]:
+        """What makes ``other`` a different run (flow, target, sample, request defaults); empty if none."""
+        checks = (
+            ("friendlyId", self.friendly_id, other.friendly_id),
+            ("base URL", self.base_url.rstrip("/"), other.base_url.rstrip("/")),
+            ("guest sample", self.sample_fingerprint, other.sample_fingerprint),
+            ("request defaults", _clean(self.defaults), _clean(other.defaults)),
+        )
+        return [
+            f"{name} is {theirs!r}, the stored run's is {ours!r}"
+            for name, ours, theirs in checks
+            if ours != theirs
+        ]
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "friendlyId": self.friendly_id,
+            "baseUrl": self.base_url,
+            "sample": self.sample_fingerprint,
+            "total": self.total,
+            "defaults": _clean(self.defaults),
+            "options": dict(self.options),
+            "extraColumns": list(self.extra_columns),
+            "status": self.status,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+        }
+
+    @classmethod
+    def from_record(cls, raw: Mapping[str, Any]) -> RunMeta:
+        return cls(
+            friendly_id=raw.get("friendlyId", ""),
+            base_url=raw.get("baseUrl", ""),
+            sample_fingerprint=raw.get("sample", ""),
+            total=int(raw.get("total", 0)),
+            defaults=raw.get("defaults", {}),
+            options=raw.get("options", {}),
+            extra_columns=tuple(raw.get("extraColumns", ())),
+            status=raw.get("status", "running"),
+            created=raw.get("created", ""),
+            started=float(raw.get("started") or 0.0),
+            finished=raw.get("finished", ""),
+        )
+
+
+def _clean(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults as they shape requests: unset (None) values are left out."""
+    return {k: v for k, v in defaults.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A run's progress, from the store: counts, errors by type, recent rate (guests/s) and ETA (s)."""
+
+    total: int
+    done: int
+    ok: int
+    failed: int
+    errors_by_type: Mapping[str, int]
+    started: float
+    rps: float
+    eta_s: float | None
+    status: str = "running"
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 1.0
+
+
+class RunStore:
+    """One run's SQLite file. Thread-safe: one connection behind a lock; read-outs use their own.
+
+    >>> meta = RunMeta("checkout_ab_test", url, sample.fingerprint, len(sample))  # doctest: +SKIP
+    >>> store = RunStore.create("run.sqlite", meta)                              # doctest: +SKIP
+    >>> store.progress().done, store.to_dataframe().head()                       # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._claim: int | None = None
+
+    # ---- opening --------------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path, meta: RunMeta) -> RunStore:
+        """A new store for ``meta``.
+
+        Refuses a file that holds an unfinished run with rows (resume it instead) or is not a run store; a
+        finished run (or one that stopped before its first row) is replaced, as any output file would be.
+        """
+        path = Path(path)
+        if path.exists():
+            cls._remove_finished(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(path, cls._connect(path))
+        record = meta.to_record()
+        record.update(
+            created=meta.created or _now_iso(), started=meta.started or time.time(), status="running"
+        )
+        store._put_meta({**record, "schema": SCHEMA_VERSION, "flowlab": __version__})
+        return store
+
+    @classmethod
+    def _remove_finished(cls, path: Path) -> None:
+        with cls.open(path) as old, old.claim():
+            progress = old.progress()
+            if progress.status != "done" and progress.done:  # an unfinished run with rows: keep it
+                raise RunStoreError(
+                    f"{path} holds an unfinished run ({progress.done} of {progress.total} guests, "
+                    f"{progress.status}): resume it (--resume), or delete the file to start over"
+                )
+        logger.info("replacing the finished run in %s", path)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f"{path}{suffix}")
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunStore:
+        """An existing store: to resume it, poll its progress, or analyse it."""
+        path = Path(path)
+        if not path.is_file():
+            raise RunStoreError(f"no run store at {path}: start a run without --resume first")
+        schema = _schema_of(path)
+        if schema != SCHEMA_VERSION:
+            what = "is not a Flow Lab run store" if schema is None else f"has store schema {schema}"
+            raise RunStoreError(f"{path} {what}; choose another file")
+        return cls(path, cls._connect(path))
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._release_claim()
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ---- one writer at a time -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold the file for one batch: another batch on it (in any process) gets a ``RunStoreError``.
+
+        An advisory ``flock`` on the store file: the OS drops it when the process dies, even by kill -9.
+        """
+        if self._claim is not None:
+            raise RunStoreError(f"{self.path} is already being written by this process")
+        fd = os.open(self.path, os.O_RDONLY)
+        if sys.platform != "win32":
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunStoreError(
+                    f"{self.path} is being written by another batch; wait for it or cancel it"
+                ) from None
+        self._claim = fd
+        try:
+            yield
+        finally:
+            self._release_claim()
+
+    def _release_claim(self) -> None:
+        if self._claim is not None:
+            os.close(self._claim)  # closing the descriptor drops the lock
+            self._claim = None
+
+    # ---- meta -----------------------------------------------------------------------------------------
+
+    def _put_meta(self, values: Mapping[str, Any]) -> None:
+        rows = [(k, orjson.dumps(v).decode()) for k, v in values.items()]
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
+            self._conn.execute("COMMIT")
+
+    def _get_meta(self) -> dict[str, Any]:
+        with self._lock:
+            return {k: orjson.loads(v) for k, v in self._conn.execute("SELECT key, value FROM meta")}
+
+    @property
+    def meta(self) -> RunMeta:
+        return RunMeta.from_record(self._get_meta())
+
+    def check_same_run(self, meta: RunMeta) -> None:
+        """Raise ``RunStoreError`` unless ``meta`` is the run this store holds (checked before a resume)."""
+        differences = self.meta.differences(meta)
+        if differences:
+            raise RunStoreError(
+                f"{self.path} holds another run, so this one cannot resume it: {'; '.join(differences)}. "
+                "Use another output file, or the same flow, target, guests and defaults"
+            )
+
+    def mark_started(self, options: Mapping[str, Any] | None = None) -> None:
+        """Record that a (re)run starts now: the rate and ETA count from here."""
+        values: dict[str, Any] = {"status": "running", "started": time.time(), "finished": ""}
+        if options is not None:
+            values["options"] = dict(options)
+        self._put_meta(values)
+
+    def set_status(self, status: str) -> None:
+        """``running``, ``cancelled`` or ``done`` (the latter two record the finish time)."""
+        if status not in _STATUSES:
+            raise ValueError(f"status must be one of {', '.join(_STATUSES)}, not {status!r}")
+        self._put_meta({"status": status, "finished": "" if status == "running" else _now_iso()})
+
+    # ---- rows -----------------------------------------------------------------------------------------
+
+    def write(self, results: Iterable[GuestResult]) -> int:
+        """Store results in one transaction (an existing row is replaced); returns how many."""
+        return self.write_rows([r.as_sql() for r in results])
+
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Store rows made by ``GuestResult.as_sql()``, in one transaction.
+
+        For a writer thread: with the rows converted beforehand, the thread runs only SQLite, which lets
+        go of the GIL at every row, so the event loop that produces the results is never held up.
+        """
+        if rows:
+            with self._lock:
+                self._conn.execute("BEGIN")
+                try:
+                    self._conn.executemany(_INSERT, rows)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+        return len(rows)
+
+    def done_rows(self) -> set[int]:
+        """Row numbers that have a result, ok or not: a resume never calls them again."""
+        with self._lock:
+            return {r for (r,) in self._conn.execute("SELECT row FROM results")}
+
+    def failed_rows(self) -> set[int]:
+        """Row numbers whose result is not ok: what "retry only failed guests" calls again."""
+        with self._lock:
+            return {r for (r,) in self._conn.execute("SELECT row FROM results WHERE ok = 0")}
+
+    def progress(self) -> Progress:
+        """Counts from SQL aggregates over a covering index: cheap enough to poll from a UI."""
+        meta = self.meta
+        now = time.time()
+        since = max(meta.started, now - _RATE_WINDOW_S)
+        with self._lock:
+            done, ok, recent = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(ok), 0), COALESCE(SUM(finished_at >= ?), 0) FROM results",
+                (since,),
+            ).fetchone()
+            errors = dict(
+                self._conn.execute("SELECT error_type, COUNT(*) FROM results WHERE ok = 0 GROUP BY 1")
+            )
+        rps = recent / (now - since) if meta.status == "running" and now > since else 0.0
+        eta = (meta.total - done) / rps if rps > 0 else None
+        return Progress(meta.total, done, ok, done - ok, errors, meta.started, rps, eta, meta.status)
+
+    # ---- reading out ----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection of its own: one consistent snapshot, never in the writer's way."""
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        try:
+            conn.execute("BEGIN")
+            yield conn
+        finally:
+            conn.close()
+
+    def extra_types(self) -> dict[str, str]:
+        """The JSON kind of each sample column over all rows: ``integer``, ``real``, ``bool`` or ``text``."""
+        with self._reader() as conn:
+            return self._extra_types(conn)
+
+    def _extra_types(self, conn: sqlite3.Connection) -> dict[str, str]:
+        query = "SELECT j.key, group_concat(DISTINCT j.type) FROM results, json_each(results.extra) AS j GROUP BY 1"
+        found: dict[str, str] = dict(conn.execute(query).fetchall())
+        order = self.meta.extra_columns
+        keys = [k for k in order if k in found] + sorted(k for k in found if k not in order)
+        return {k: _json_kind(set(found[k].split(",")) - {"null"}) for k in keys}
+
+    def batches(
+        self, columns: Sequence[str] | None = None, *, chunk_rows: int = 20_000
+    ) -> Iterator[pa.Table]:
+        """The results in row order as Arrow tables of up to ``chunk_rows`` rows, so memory stays flat.
+
+        The first table may be empty (a run with no rows yet), so callers always see the columns.
+        """
+        with self._reader() as conn:
+            layout = _Layout.build(self._extra_types(conn), columns)
+            cursor = conn.execute(f"SELECT {layout.select} FROM results ORDER BY row")
+            rows = cursor.fetchmany(chunk_rows)
+            yield layout.table(rows)
+            while rows := cursor.fetchmany(chunk_rows):
+                yield layout.table(rows)
+
+    def to_dataframe(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The results as a DataFrame, one row per guest, sample columns expanded, ``offers`` as lists."""
+        import pandas as pd
+        import pyarrow as pa
+
+        table = pa.concat_tables(list(self.batches(columns)))
+        frame: pd.DataFrame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+        if "offers" in frame.columns:
+            frame["offers"] = frame["offers"].map(lambda v: [] if v is None else list(v))
+        return frame
+
+    def export(self, path: str | Path, *, chunk_rows: int = 20_000) -> Path:
+        """Write the results to ``.csv`` (offers as JSON text) or ``.parquet``, chunk by chunk.
+
+        The file appears complete or not at all (written beside it, then renamed).
+        """
+        import pyarrow.csv as pa_csv
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".csv", ".parquet"):
+            raise RunStoreError(f"cannot export to '{path.name}': use a .csv or .parquet file name")
+        partial = path.with_name(path.name + ".partial")
+        writer: Any = None
+        try:
+            for table in self.batches(chunk_rows=chunk_rows):
+                if suffix == ".csv":
+                    table = _offers_as_json(table)
+                    writer = writer or pa_csv.CSVWriter(str(partial), table.schema)
+                else:
+                    writer = writer or pq.ParquetWriter(str(partial), table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        os.replace(partial, path)
+        return path
+
+
+def _schema_of(path: Path) -> Any:
+    """The store schema version a file declares, or None; a read-only look that never changes the file."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:  # not SQLite, or SQLite without our meta table
+        return None
+    return orjson.loads(row[0]) if row else None
+
+
+# ---- Arrow conversion -----------------------------------------------------------------------------------
+
+
+def _json_kind(types: set[str]) -> str:
+    if types and types <= {"integer"}:
+        return "integer"
+    if types and types <= {"integer", "real"}:
+        return "real"
+    if types and types <= {"true", "false"}:
+        return "bool"
+    return "text"
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return orjson.dumps(value).decode() if isinstance(value, list | dict) else str(value)
+
+
+def _as_real(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_COERCE = {"integer": _same, "real": _as_real, "bool": _same, "text": _as_text}
+
+
+def _arrow_types() -> tuple[dict[str, Any], dict[str, Any]]:
+    import pyarrow as pa
+
+    fixed = {
+        "row": pa.int64(),
+        "status_code": pa.int64(),
+        "ok": pa.bool_(),
+        "offers": pa.list_(pa.string()),
+        "offer_count": pa.int64(),
+        "latency_ms": pa.float64(),
+        "attempts": pa.int64(),
+        "finished_at": pa.timestamp("ms", tz="UTC"),
+    }
+    kinds = {"integer": pa.int64(), "real": pa.float64(), "bool": pa.bool_(), "text": pa.string()}
+    return fixed, kinds
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Which columns a read-out selects and their Arrow types, worked out once per read-out."""
+
+    columns: list[str]  # result columns to select, in table order
+    extras: dict[str, tuple[str, str]]  # sample column -> (output name, JSON kind)
+    wanted: list[str]  # output columns, in the caller's order
+    schema: pa.Schema
+
+    @classmethod
+    def build(cls, extra_kinds: Mapping[str, str], columns: Sequence[str] | None) -> _Layout:
+        import pyarrow as pa
+
+        fixed, kinds = _arrow_types()
+        names = {k: (f"sample_{k}" if k in RESULT_COLUMNS or k == "extra" else k) for k in extra_kinds}
+        wanted = list(columns) if columns is not None else [*RESULT_COLUMNS, *names.values()]
+        unknown = [c for c in wanted if c not in RESULT_COLUMNS and c not in names.values()]
+        if unknown:
+            raise KeyError(f"no column {', '.join(map(repr, unknown))} in this run")
+        picked = [c for c in RESULT_COLUMNS if c in wanted]
+        extras = {k: (n, extra_kinds[k]) for k, n in names.items() if n in wanted}
+        fields = [pa.field(c, fixed.get(c, pa.string())) for c in picked]
+        fields += [pa.field(name, kinds[kind]) for name, kind in extras.values()]
+        return cls(picked, extras, wanted, pa.schema(fields))
+
+    @property
+    def select(self) -> str:
+        return ", ".join([*(f'"{c}"' for c in self.columns), "extra"])
+
+    def table(self, rows: Sequence[tuple[Any, ...]]) -> pa.Table:
+        import pyarrow as pa
+
+        data: dict[str, list[Any]] = {}
+        for index, column in enumerate(self.columns):
+            values = [r[index] for r in rows]
+            if column == "offers":
+                values = [orjson.loads(v) if v else [] for v in values]
+            elif column == "ok":
+                values = [bool(v) for v in values]
+            elif column == "finished_at":
+                values = [None if v is None else int(v * 1000) for v in values]
+            data[column] = values
+        if self.extras:
+            parsed = [orjson.loads(r[-1]) if r[-1] else {} for r in rows]
+            for key, (name, kind) in self.extras.items():
+                coerce = _COERCE[kind]
+                data[name] = [coerce(p.get(key)) for p in parsed]
+        return pa.Table.from_pydict(data, schema=self.schema).select(self.wanted)
+
+
+def _offers_as_json(table: pa.Table) -> pa.Table:
+    """CSV has no lists: ``offers`` is written as JSON text, as the store keeps it."""
+    import pyarrow as pa
+
+    if "offers" not in table.column_names:
+        return table
+    values = [orjson.dumps(v).decode() for v in table.column("offers").to_pylist()]
+    index = table.column_names.index("offers")
+    return table.set_column(index, pa.field("offers", pa.string()), pa.array(values, pa.string()))

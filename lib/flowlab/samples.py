@@ -1,0 +1,628 @@
+"""Guest samples: who a batch calls, read from a CSV, generated, or taken from the sandbox's demo guests.
+
+A guest CSV (design.md) has one identity per row: a ``browserId`` column, or ``email``, or
+``identifiers.provider`` with ``identifiers.id``. Optional ``channel``, ``pointOfSale``, ``language`` and
+``currencyCode`` columns override the batch defaults for that row; ``params.<name>`` columns become params
+(``params.utm.campaign`` nests; ``42``, ``3.5``, ``true`` become numbers and booleans, ``007`` stays text);
+every other column is kept for analysis (segment, outcome…). Known column names match in any case; ``,``,
+``;`` and tab separators are all accepted, as spreadsheets in different locales write them.
+
+Rows are checked with ``CallFlowRequest``'s own rules, so a sample that reads clean sends clean requests.
+A bad row does not stop the file: it is skipped and reported as a ``RowProblem``. **Row numbers** count guest
+rows from 1, not counting the header, so row 17 sits on line 18 of the file (and in row 18 of a
+spreadsheet); every message gives both. A file that cannot be used at all raises ``SampleError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import logging
+import random
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+from flowlab.errors import FieldProblem, RequestValidationError, SampleError
+from flowlab.models import CallFlowRequest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from flowlab.client import SandboxAdmin
+
+__all__ = [
+    "IDENTITY_COLUMNS",
+    "IDENTITY_KINDS",
+    "OVERRIDE_FIELDS",
+    "GuestRow",
+    "GuestSample",
+    "RowProblem",
+    "generate_guests",
+    "guests_from_sandbox",
+    "read_guests",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Request fields a sample column may set per row (wire names).
+OVERRIDE_FIELDS: tuple[str, ...] = ("channel", "pointOfSale", "language", "currencyCode")
+#: The ways to say who a guest is (``GuestRow.kind``), as callFlows names them.
+IDENTITY_KINDS: tuple[str, ...] = ("browserId", "email", "identifiers")
+#: The columns that say who a guest is; a file needs ``browserId``, ``email`` or both ``identifiers.*``.
+IDENTITY_COLUMNS: tuple[str, ...] = ("browserId", "email", "identifiers.provider", "identifiers.id")
+_PARAMS = "params."
+_KNOWN = {name.lower(): name for name in (*IDENTITY_COLUMNS, *OVERRIDE_FIELDS)}
+_INT = re.compile(r"-?(?:0|[1-9]\d{0,14})")  # longer digit strings are IDs, not numbers: kept as text
+_FLOAT = re.compile(r"-?(?:0|[1-9]\d{0,14})\.\d{1,15}")
+_MAYBE_SCALAR = frozenset("-0123456789tfTF")
+# Placeholders for the fields a sample does not carry, so rows can be checked before a batch exists.
+_CHECK = {"clientKey": "sample-check", "friendlyId": "sample_check"}
+_EMPTY: Mapping[str, Any] = {}
+
+
+# ---- rows -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GuestRow:
+    """One guest of a sample: its row number, identity, request overrides, params and analysis columns.
+
+    ``kind`` is ``browserId``, ``email`` or ``identifiers``; for identifiers ``value`` is ``PROVIDER:ID``
+    (split at the first colon, as ``CallFlowRequest.identity`` prints it).
+    """
+
+    row: int
+    kind: str
+    value: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def identity_fields(self) -> dict[str, Any]:
+        """The identity as request fields: ``{"browserId": …}`` or ``{"identifiers": {provider, id}}``.
+
+        Raises ``RequestValidationError`` for a kind that is not an identity or an empty value.
+        """
+        if self.kind not in IDENTITY_KINDS or not self.value:
+            message = f"identity must be one of {', '.join(IDENTITY_KINDS)} with a value, not {self.kind!r}"
+            raise RequestValidationError([FieldProblem("identity", message)])
+        if self.kind == "identifiers":
+            provider, _, ident = self.value.partition(":")
+            return {"identifiers": {"provider": provider, "id": ident}}
+        return {self.kind: self.value}
+
+    def to_request(
+        self, client_key: str, friendly_id: str, defaults: Mapping[str, str | None] | None = None
+    ) -> CallFlowRequest:
+        """The validated request for this guest: ``defaults`` (wire names), then this row's overrides."""
+        fields: dict[str, Any] = {k: v for k, v in (defaults or _EMPTY).items() if v is not None}
+        fields.update(self.fields)
+        return CallFlowRequest.build(
+            clientKey=client_key,
+            friendlyId=friendly_id,
+            params=dict(self.params),
+            **fields,
+            **self.identity_fields,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    """Why a row was skipped: ``row`` counts guest rows from 1 (not the header); ``line`` is the file line."""
+
+    row: int
+    field: str
+    message: str
+    line: int = 0
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" + (f" (line {self.line})" if self.line else "")
+        if self.field and self.field != "identity":
+            where += f", column {self.field}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class GuestSample:
+    """The guests of a batch (in row order), the rows that were skipped, and the analysis columns."""
+
+    guests: list[GuestRow]
+    problems: list[RowProblem] = field(default_factory=list)
+    columns: tuple[str, ...] = ()
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.guests)
+
+    def __iter__(self) -> Iterator[GuestRow]:
+        return iter(self.guests)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A digest of every guest row (identity, overrides, params, extras): a resume must match it."""
+        digest = hashlib.sha256()
+        for guest in self.guests:
+            record = (guest.row, guest.kind, guest.value, guest.fields, guest.params, guest.extra)
+            digest.update(orjson.dumps(record, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS))
+        return digest.hexdigest()[:32]
+
+    def header(self) -> list[str]:
+        """The CSV header that ``to_csv`` writes: identity, overrides, flattened params, then extras."""
+        kinds: set[str] = set()
+        overrides: set[str] = set()
+        params: dict[str, None] = {}
+        for guest in self.guests:
+            kinds.add(guest.kind)
+            overrides.update(guest.fields)
+            params.update(dict.fromkeys(_flatten(guest.params)))
+        identity = [
+            c
+            for c in IDENTITY_COLUMNS
+            if c in kinds or (c.startswith("identifiers") and "identifiers" in kinds)
+        ]
+        extras = [c for c in self.columns if c not in _KNOWN.values()]
+        return [
+            *identity,
+            *(f for f in OVERRIDE_FIELDS if f in overrides),
+            *(_PARAMS + p for p in params),
+            *extras,
+        ]
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Each guest as a flat ``{column: value}`` dict, in the layout of ``header()``."""
+        for guest in self.guests:
+            record = _flatten(guest.identity_fields)  # identifiers -> identifiers.provider, identifiers.id
+            record.update(guest.fields)
+            record.update({_PARAMS + k: v for k, v in _flatten(guest.params).items()})
+            record.update(guest.extra)
+            yield record
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the sample as a guest CSV (UTF-8) that ``read_guests`` reads back to the same rows."""
+        path = Path(path)
+        with path.open("w", encoding="utf-8", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=self.header(), extrasaction="ignore")
+            writer.writeheader()
+            for record in self.records():
+                writer.writerow({k: _cell(v) for k, v in record.items()})
+        return path
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """The sample as a table (one row per guest, a ``row`` column first), for previews."""
+        import pandas as pd
+
+        header = self.header()
+        frame = pd.DataFrame.from_records(list(self.records()), columns=header)
+        frame.insert(0, "row", [g.row for g in self.guests])
+        return frame
+
+
+# ---- checking rows with the request model's rules --------------------------------------------------------
+
+
+class _Checker:
+    """Checks rows with ``CallFlowRequest``: identity and params per row, overrides once per combination."""
+
+    def __init__(self) -> None:
+        self._combos: dict[tuple[tuple[str, str], ...], list[FieldProblem]] = {}
+
+    def problems(self, identity: Mapping[str, Any], fields: Mapping[str, str]) -> list[FieldProblem]:
+        """Every problem of one row: its identity, then its overrides (from the cache).
+
+        Params are not checked here: cells parsed by ``_scalar`` are JSON by construction, and that is all
+        the model asks of params; skipping them halves the cost of reading a large file.
+        """
+        return self._check(**_CHECK, **identity) + (self.combo(fields) if fields else [])
+
+    def combo(self, fields: Mapping[str, str]) -> list[FieldProblem]:
+        """Problems of one combination of override fields (channel, pointOfSale, language, currencyCode)."""
+        key = tuple(sorted(fields.items()))
+        found = self._combos.get(key)
+        if found is None:
+            found = self._combos[key] = self._check(**_CHECK, browserId="check", **fields)
+        return found
+
+    @staticmethod
+    def _check(**request: Any) -> list[FieldProblem]:
+        try:
+            CallFlowRequest.build(**request)
+        except RequestValidationError as exc:
+            return exc.problems
+        return []
+
+
+def _scalar(text: str) -> Any:
+    """A cell as a value: numbers and booleans when clearly so, otherwise the text; empty is None."""
+    text = text.strip()
+    if not text:
+        return None
+    if text[0] not in _MAYBE_SCALAR:
+        return text
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _nest(pairs: Iterable[tuple[tuple[str, ...], Any]]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for path, value in pairs:
+        node = params
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return params
+
+
+# ---- reading a CSV ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What each column of a guest CSV means, worked out once from the header."""
+
+    identity: dict[str, int]
+    overrides: dict[str, int]
+    params: list[tuple[tuple[str, ...], int]]
+    extras: list[tuple[str, int]]
+    width: int
+
+    @classmethod
+    def from_header(cls, header: Sequence[str], name: str) -> _Layout:
+        names = [cell.strip().lstrip("\ufeff") or f"column_{i + 1}" for i, cell in enumerate(header)]
+        seen: set[str] = set()
+        identity: dict[str, int] = {}
+        overrides: dict[str, int] = {}
+        params: list[tuple[tuple[str, ...], int]] = []
+        extras: list[tuple[str, int]] = []
+        for index, column in enumerate(names):
+            canonical = _KNOWN.get(column.lower(), column)
+            if canonical.lower() in seen:
+                raise SampleError(f"{name}: column '{column}' appears twice in the header; keep one")
+            seen.add(canonical.lower())
+            if canonical in IDENTITY_COLUMNS:
+                identity[canonical] = index
+            elif canonical in OVERRIDE_FIELDS:
+                overrides[canonical] = index
+            elif canonical.lower().startswith(_PARAMS):
+                path = tuple(canonical[len(_PARAMS) :].split("."))
+                if not all(path):
+                    raise SampleError(
+                        f"{name}: column '{column}' needs a param name, e.g. params.utm.campaign"
+                    )
+                params.append((path, index))
+            else:
+                extras.append((column, index))
+        _check_params(params, name)
+        layout = cls(identity, overrides, params, extras, len(names))
+        layout.check_identity(name, names)
+        return layout
+
+    def check_identity(self, name: str, names: Sequence[str]) -> None:
+        ids = self.identity
+        if ("identifiers.provider" in ids) != ("identifiers.id" in ids):
+            have = "identifiers.provider" if "identifiers.provider" in ids else "identifiers.id"
+            missing = "identifiers.id" if have == "identifiers.provider" else "identifiers.provider"
+            raise SampleError(
+                f"{name}: has a {have} column but no {missing} column; add it (they go together)"
+            )
+        if not ids:
+            found = ", ".join(names[:8]) + (", …" if len(names) > 8 else "")
+            raise SampleError(
+                f"{name}: no identity column. Add a browserId, email, or identifiers.provider + "
+                f"identifiers.id column to the header (found: {found or 'nothing'})"
+            )
+
+    def row(
+        self, number: int, cells: Sequence[str], checker: _Checker, line: int
+    ) -> GuestRow | list[RowProblem]:
+        if len(cells) > self.width and any(c.strip() for c in cells[self.width :]):
+            message = f"has {len(cells)} values but the header has {self.width} columns (a stray separator?)"
+            return [RowProblem(number, "", message, line)]
+
+        if len(cells) < self.width:
+            cells = [*cells, *[""] * (self.width - len(cells))]
+        identity: dict[str, Any] = {}
+        for column in ("browserId", "email"):
+            if column in self.identity and (value := cells[self.identity[column]].strip()):
+                identity[column] = value
+        if "identifiers.id" in self.identity:
+            provider = cells[self.identity["identifiers.provider"]].strip()
+            ident = cells[self.identity["identifiers.id"]].strip()
+            if provider or ident:
+                identity["identifiers"] = {"provider": provider, "id": ident}
+        fields = {f: v for f, i in self.overrides.items() if (v := cells[i].strip())}
+        params = _nest((path, v) for path, i in self.params if (v := _scalar(cells[i])) is not None)
+        problems = checker.problems(identity, fields)
+        if problems:
+            return [RowProblem(number, p.field, p.message, line) for p in problems]
+        extra = {column: _scalar(cells[i]) for column, i in self.extras}
+        return _guest_row(number, identity, fields, params, extra)
+
+
+def _check_params(params: Sequence[tuple[tuple[str, ...], int]], name: str) -> None:
+    paths = {path for path, _ in params}
+    for path in paths:
+        for depth in range(1, len(path)):
+            if path[:depth] in paths:
+                parent, child = ".".join(path[:depth]), ".".join(path)
+                raise SampleError(
+                    f"{name}: columns params.{parent} and params.{child} conflict; keep one of them"
+                )
+
+
+def _guest_row(
+    number: int,
+    identity: Mapping[str, Any],
+    fields: Mapping[str, str],
+    params: Mapping[str, Any],
+    extra: Mapping[str, Any],
+) -> GuestRow:
+    ((kind, value),) = identity.items()
+    if kind == "identifiers":
+        value = f"{value['provider']}:{value['id']}"
+    return GuestRow(number, kind, str(value), fields or _EMPTY, params or _EMPTY, extra or _EMPTY)
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    counts = {d: header_line.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+@contextmanager
+def _open_text(source: str | Path | IO[str] | IO[bytes]) -> Iterator[tuple[IO[str], str]]:
+    """A text stream over ``source`` (UTF-8, BOM or not), after refusing what is clearly not a CSV."""
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_file():
+            raise SampleError(f"{path}: no such file; give the path of a guest CSV")
+        with path.open("rb") as raw:
+            _refuse_binary(raw.peek(4096)[:4096], str(path))
+            with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+                yield text, str(path)
+        return
+    name = str(getattr(source, "name", "") or "guest sample")
+    probe = source.read(0)
+    if isinstance(probe, bytes):
+        binary: IO[bytes] = source  # type: ignore[assignment]
+        if binary.seekable():
+            start = binary.tell()
+            _refuse_binary(binary.read(4096), name)
+            binary.seek(start)
+        yield io.TextIOWrapper(binary, encoding="utf-8-sig", newline=""), name
+    else:
+        yield source, name  # type: ignore[misc]
+
+
+def _refuse_binary(head: bytes, name: str) -> None:
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SampleError(f"{name}: is UTF-16 text; save it as 'CSV UTF-8 (comma delimited)' instead")
+    if head.startswith(b"PK\x03\x04") or b"\x00" in head:
+        raise SampleError(
+            f"{name}: is not a CSV file (it looks binary, e.g. an Excel .xlsx); save it as CSV UTF-8"
+        )
+
+
+def read_guests(source: str | Path | IO[str] | IO[bytes]) -> GuestSample:
+    """Read a guest CSV (a path, or an open text or binary file) into a ``GuestSample``.
+
+    Rows are streamed and checked as they are read (100,000 rows take a few seconds); bad rows are
+    skipped and listed in ``problems``. Raises ``SampleError`` for a file that cannot be used at all.
+    """
+    with _open_text(source) as text:
+        stream, name = text
+        try:
+            return _read(stream, name)
+        except UnicodeDecodeError as exc:
+            raise SampleError(
+                f"{name}: is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as 'CSV UTF-8'"
+            ) from None
+
+
+def _read(stream: IO[str], name: str) -> GuestSample:
+    first = stream.readline()
+    if not first.strip().lstrip("\ufeff"):
+        raise SampleError(f"{name}: is empty; the first line must be a header such as 'browserId,segment'")
+    if first.lstrip("\ufeff").lstrip()[:1] in ("{", "["):
+        raise SampleError(
+            f"{name}: looks like JSON, not CSV; give a CSV with a header line such as 'email,segment'"
+        )
+    delimiter = _sniff_delimiter(first)
+    lines = _chain_first(first, stream)
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        layout = _Layout.from_header(next(reader), name)
+        checker = _Checker()
+        guests: list[GuestRow] = []
+        problems: list[RowProblem] = []
+        number = 0
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue
+            number += 1
+            result = layout.row(number, cells, checker, reader.line_num)
+            if isinstance(result, GuestRow):
+                guests.append(result)
+            else:
+                problems.extend(result)
+    except csv.Error as exc:
+        raise SampleError(f"{name}, line {reader.line_num}: not a readable CSV ({exc})") from None
+    if number == 0:
+        raise SampleError(f"{name}: has a header but no guest rows; add one row per guest")
+    return GuestSample(guests, problems, tuple(c for c, _ in layout.extras), name)
+
+
+def _chain_first(first: str, rest: IO[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+# ---- synthetic and sandbox samples ----------------------------------------------------------------------
+
+#: Language and currency of the sandbox's points of sale, used when ``generate_guests`` is not told.
+_MARKETS: dict[str, tuple[str, str]] = {
+    "lumen/de": ("DE", "EUR"),
+    "lumen/uk": ("EN", "GBP"),
+    "lumen/fr": ("FR", "EUR"),
+    "lumen/us": ("EN", "USD"),
+}
+_TIER_MIX: dict[str, float] = {"none": 0.45, "bronze": 0.25, "silver": 0.18, "gold": 0.09, "platinum": 0.03}
+_DEVICES = (("mobile", "desktop", "tablet"), (55, 35, 10))
+
+
+def generate_guests(
+    n: int,
+    *,
+    seed: int,
+    channels: Sequence[str] = ("WEB", "MOBILE_WEB", "MOBILE_APP"),
+    points_of_sale: Sequence[str] = tuple(_MARKETS),
+    languages: Sequence[str] | None = None,
+    campaigns: Sequence[str | None] = (None, None, "spring_trail", "run_club", "city_commuter"),
+    tier_mix: Mapping[str, float] | None = None,
+) -> GuestSample:
+    """A synthetic sample of ``n`` new guests (fresh browserIds), the same for the same arguments and seed.
+
+    Each guest gets a channel and point of sale (uniformly), a language (from ``languages``, or the
+    point of sale's own for the sandbox's shops), a campaign (``None`` = none; it becomes
+    ``params.utm.campaign``) and the analysis columns ``segment``, ``tier`` (drawn from ``tier_mix``),
+    ``campaign`` and ``device``. Values are checked like a CSV's: a bad one raises ``SampleError``.
+    """
+    if n < 0:
+        raise SampleError(f"n must be 0 or more, not {n}")
+    mix = dict(tier_mix if tier_mix is not None else _TIER_MIX)
+    if (
+        not (channels and points_of_sale and campaigns)
+        or min(mix.values(), default=-1) < 0
+        or sum(mix.values()) <= 0
+    ):
+        raise SampleError(
+            "channels, points_of_sale and campaigns need a value each, tier_mix positive weights"
+        )
+    rng = random.Random(seed)
+    tiers, tier_weights = list(mix), list(itertools.accumulate(mix.values()))
+    devices, device_weights = _DEVICES[0], list(itertools.accumulate(_DEVICES[1]))
+    checker = _Checker()
+    guests = []
+    for row in range(1, n + 1):
+        pos = rng.choice(points_of_sale)
+        language, currency = _MARKETS.get(pos, ("EN", ""))
+        fields = {"channel": rng.choice(channels), "pointOfSale": pos, "language": language}
+        if languages:
+            fields["language"] = rng.choice(languages)
+        if currency:
+            fields["currencyCode"] = currency
+        campaign = rng.choice(campaigns)
+        tier = rng.choices(tiers, cum_weights=tier_weights)[0]
+        device = rng.choices(devices, cum_weights=device_weights)[0]
+        problems = checker.combo(fields)
+        if problems:
+            raise SampleError(f"generate_guests: {problems[0].field}: {problems[0].message}")
+        params = (
+            {"utm": {"source": "newsletter", "medium": "email", "campaign": campaign}} if campaign else _EMPTY
+        )
+        segment = "member" if tier != "none" else ("campaign_visitor" if campaign else "visitor")
+        extra = {"segment": segment, "tier": tier, "campaign": campaign, "device": device}
+        browser_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        guests.append(GuestRow(row, "browserId", browser_id, fields, params, extra))
+    return GuestSample(
+        guests, [], ("segment", "tier", "campaign", "device"), f"generated(n={n}, seed={seed})"
+    )
+
+
+def guests_from_sandbox(admin: SandboxAdmin, n: int) -> GuestSample:
+    """The sandbox's first ``n`` demo guests (personas first), with their attributes as analysis columns.
+
+    Each is called by its first browserId (else email, else first identifier), at its country's point of
+    sale and language, so flows see the guest's real data (tier, orders…). Fewer if the sandbox has fewer.
+    """
+    markets = {p.get("market"): p for p in admin.info().get("pointsOfSale", [])}
+    checker = _Checker()
+    guests: list[GuestRow] = []
+    problems: list[RowProblem] = []
+    offset, columns = 0, {"guestRef": None, "guestType": None, "country": None, "city": None, "orders": None}
+    while len(guests) + len(problems) < n:
+        page = admin.guests(limit=min(1000, n - len(guests) - len(problems)), offset=offset)
+        items = page.get("items", [])
+        if not items:
+            break
+        offset += len(items)
+        for item in items:
+            number = len(guests) + len(problems) + 1
+            identity = _sandbox_identity(item)
+            market = markets.get(item.get("country"), {})
+            fields = {
+                k: str(v)
+                for k, v in (("pointOfSale", market.get("name")), ("language", market.get("language")))
+                if v
+            }
+            extra = _sandbox_extra(item)
+            columns.update(dict.fromkeys(extra))
+            found = checker.problems(identity, fields)
+            if found:
+                problems.extend(RowProblem(number, p.field, p.message) for p in found)
+            else:
+                guests.append(_guest_row(number, identity, fields, {}, extra))
+    if len(guests) < n:
+        logger.info("the sandbox has %d guests; asked for %d", len(guests), n)
+    return GuestSample(guests, problems, tuple(columns), f"sandbox guests (n={n})")
+
+
+def _sandbox_identity(guest: Mapping[str, Any]) -> dict[str, Any]:
+    if guest.get("browserIds"):
+        return {"browserId": guest["browserIds"][0]}
+    if guest.get("email"):
+        return {"email": guest["email"]}
+    identifiers = guest.get("identifiers") or []
+    return {"identifiers": dict(identifiers[0])} if identifiers else {}
+
+
+def _sandbox_extra(guest: Mapping[str, Any]) -> dict[str, Any]:
+    extra: dict[str, Any] = {
+        "guestRef": guest.get("ref"),
+        "guestType": guest.get("guestType"),
+        "country": guest.get("country"),
+        "city": guest.get("city"),
+        "orders": len(guest.get("orders") or []),
+    }
+    for extension in guest.get("dataExtensions") or []:
+        values = extension.get("values") if isinstance(extension, Mapping) else None
+        for key, value in (values or {}).items():
+            if value is None or isinstance(value, str | int | float | bool):
+                extra.setdefault(key, value)
+    return extra
