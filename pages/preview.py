@@ -1,43 +1,57 @@
-"""Preview: call one flow for one guest and see the request, the response and the offers."""
+"""Preview: what will this guest see, and why? One call, shown as offer cards, JSON, variant and reasons."""
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
-from flowlab import CHANNELS, FlowClient, FlowLabError, RequestValidationError
-from flowlab.models import CallFlowRequest
-from ui.target import current_target
+from ui.form import (
+    call_form,
+    general_problems,
+    persona_picker,
+    prepare_form,
+    save_persona_popover,
+    submit,
+)
+from ui.response import show_preview
+from ui.target import current_target, live_call_allowed, page_header
+from ui.text import plain
 
 target = current_target()
-st.title("Preview an experience")
+page_header("Preview", "What will this guest see, and why? Pick a persona, press Call flow.", target)
 
-with st.form("call"):
-    friendly_id = st.text_input("friendlyId", value="checkout_ab_test", key="friendly_id")
-    channel = st.selectbox("Channel", CHANNELS, key="channel")
-    pos = st.text_input("Point of sale", value=target.point_of_sale, key="pos")
-    browser_id = st.text_input("Browser ID", value="demo-browser-1", key="browser_id")
-    submitted = st.form_submit_button("Call flow", type="primary")
+prepare_form(target)
+form, result = st.columns([9, 11], gap="large")
+with form:
+    persona = persona_picker(target)
+    call_form(target)
+    call, save = st.columns(2)
+    if call.button(
+        "Call flow",
+        key="call",
+        type="primary",
+        icon=":material/play_arrow:",
+        width="stretch",
+        disabled=not live_call_allowed(target),
+        help=None
+        if live_call_allowed(target)
+        else "Acknowledge the live-tenant warning in the sidebar first.",
+    ):
+        submit(target, persona)
+        st.rerun()
+    with save:
+        save_persona_popover(target)
 
-if submitted:
-    try:
-        request = CallFlowRequest.build(
-            clientKey=target.client_key,
-            friendlyId=friendly_id,
-            channel=channel,
-            pointOfSale=pos,
-            browserId=browser_id,
-        )
-        with FlowClient(base_url=target.base_url) as client:
-            response = client.call(request, raise_for_status=False)
-    except RequestValidationError as exc:
-        for problem in exc.problems:
-            st.error(str(problem))
-    except FlowLabError as exc:
-        st.error(str(exc))
+with result:
+    preview = st.session_state.get("preview")
+    if preview is not None:
+        show_preview(preview, key="preview")
+    elif st.session_state.get("form_problems"):
+        st.error("Nothing was sent: fix the fields marked in the form.", icon=":material/error:")
+        for message in general_problems():
+            st.error(plain(message), icon=":material/error:")
     else:
-        st.metric("Status", response.status_code, help=f"{response.latency_ms:.0f} ms")
-        st.json(response.json_body if response.is_json else response.text)
-        with st.expander("Request"):
-            st.code(json.dumps(request.to_body(), indent=2), language="json")
+        st.info(
+            "Pick a persona (or fill in the form) and press **Call flow**. You will see the offers the guest "
+            "gets, the exact JSON, the variant and, on the sandbox, why.",
+            icon=":material/arrow_back:",
+        )

@@ -26,8 +26,12 @@ from flowlab.errors import (
     SampleError,
     ServerError,
 )
+from flowlab.explain import Explanation, explain_trace
 from flowlab.models import CHANNELS, CallFlowRequest, FlowResponse, Identifier
 from flowlab.offers import Offer, find_offers
+from flowlab.personas import Persona, PersonaStore
+from flowlab.preview import Preview, run_preview
+from flowlab.targets import Target, TargetStore
 from flowlab.variants import VariantGuess, detect_variant
 
 __all__ = [
@@ -44,6 +48,8 @@ __all__ = [
     "CHANNELS",
     "ConfigError",
     "detect_variant",
+    "explain_trace",
+    "Explanation",
     "find_offers",
     "FlowClient",
     "FlowLabError",
@@ -52,14 +58,20 @@ __all__ = [
     "load_settings",
     "NotFoundError",
     "Offer",
+    "Persona",
+    "PersonaStore",
+    "Preview",
     "RateLimitError",
     "REGIONS",
     "RequestValidationError",
     "RetryPolicy",
+    "run_preview",
     "RunStoreError",
     "SampleError",
     "SandboxAdmin",
     "ServerError",
     "Settings",
+    "Target",
+    "TargetStore",
     "VariantGuess",
 ]

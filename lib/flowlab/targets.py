@@ -1,0 +1,233 @@
+"""Where calls go: the built-in sandbox, or a Sitecore Personalize tenant, and the file that remembers them.
+
+A target is a base URL plus the tenant's client key and default point of sale. The client key is public (it
+ships in every browser that runs the site, reference §1.4), so it may be saved; nothing secret is ever
+written: the file holds only the fields named in ``SAVED_FIELDS``, and anything else found in it (say an
+``apiToken`` someone pasted in) is dropped on the next save. Secrets belong in environment variables or
+Streamlit secrets.
+
+The built-in sandbox is never saved: it runs in-process on a port picked at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from flowlab.config import REGIONS, Settings, load_settings
+from flowlab.errors import ConfigError, FieldProblem
+from flowlab.jsonfile import JsonFile
+
+__all__ = [
+    "CONFIGURED_NAME",
+    "SANDBOX_NAME",
+    "SAVED_FIELDS",
+    "TARGETS_FILE",
+    "Target",
+    "TargetError",
+    "TargetStore",
+    "configured_target",
+]
+
+TARGETS_FILE = "targets.json"
+SANDBOX_NAME = "Sandbox (built-in)"
+CONFIGURED_NAME = "Configured tenant (env)"
+#: The only keys a saved target may have on disk.
+SAVED_FIELDS = ("name", "region", "baseUrl", "clientKey", "pointOfSale", "isSandbox")
+_RECENT_LIMIT = 10
+
+
+class TargetError(ConfigError):
+    """A target form has problems; ``problems`` names each field (``name``, ``base_url``…) and the fix."""
+
+    def __init__(self, problems: Sequence[FieldProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+    def for_field(self, field: str) -> list[str]:
+        return [p.message for p in self.problems if p.field == field]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A place to send calls. Sandbox targets are safe to hammer; any other is someone's analytics."""
+
+    name: str
+    base_url: str
+    client_key: str = ""
+    point_of_sale: str = ""
+    is_sandbox: bool = False
+    region: str | None = None
+    builtin: bool = False
+
+    @property
+    def label(self) -> str:
+        """The environment label the app always shows: SANDBOX or LIVE."""
+        return "SANDBOX" if self.is_sandbox else "LIVE"
+
+    @property
+    def description(self) -> str:
+        where = f"Sitecore Personalize, region {self.region.upper()}" if self.region else self.base_url
+        return "Flow Lab sandbox tenant (offline)" if self.is_sandbox else where
+
+    def with_client_key(self, client_key: str) -> Target:
+        return replace(self, client_key=client_key)
+
+    @classmethod
+    def sitecore(
+        cls,
+        name: str,
+        *,
+        client_key: str,
+        region: str | None = None,
+        base_url: str | None = None,
+        point_of_sale: str = "",
+        is_sandbox: bool = False,
+    ) -> Target:
+        """A tenant by region (eu, us, ap, jpe) or by custom base URL; raises ``TargetError`` per field."""
+        problems: list[FieldProblem] = []
+        name = name.strip()
+        if not name:
+            problems.append(FieldProblem("name", "give the target a name, e.g. 'Acme EU production'"))
+        elif name in (SANDBOX_NAME, CONFIGURED_NAME):
+            problems.append(FieldProblem("name", f"'{name}' is reserved: pick another name"))
+        url = (base_url or "").strip().rstrip("/")
+        region = (region or "").strip().lower() or None
+        if url and not url.startswith(("http://", "https://")):
+            problems.append(FieldProblem("base_url", f"'{url}' must start with https:// (or http://)"))
+        elif not url and region is None:
+            problems.append(FieldProblem("base_url", "pick a region or enter a base URL"))
+        elif not url and region not in REGIONS:
+            problems.append(FieldProblem("region", f"unknown region '{region}': use {', '.join(REGIONS)}"))
+        if not url and region in REGIONS:
+            url = REGIONS[region]
+        elif url:
+            region = next((r for r, u in REGIONS.items() if u == url), None)
+        key = client_key.strip()
+        if any(ch.isspace() for ch in key):
+            problems.append(FieldProblem("client_key", "the client key has spaces in it: paste it again"))
+        if problems:
+            raise TargetError(problems)
+        return cls(name, url, key, point_of_sale.strip(), is_sandbox, region)
+
+    def to_json(self) -> dict[str, Any]:
+        """The saved form: only ``SAVED_FIELDS``, never anything secret."""
+        data = {
+            "name": self.name,
+            "region": self.region,
+            "baseUrl": self.base_url,
+            "clientKey": self.client_key,
+            "pointOfSale": self.point_of_sale,
+            "isSandbox": self.is_sandbox,
+        }
+        assert tuple(data) == SAVED_FIELDS
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Target:
+        """Read a saved target (unknown keys are ignored); ``TargetError`` if it cannot be used."""
+        if not isinstance(data, dict):
+            raise TargetError([FieldProblem("", "a saved target must be a JSON object")])
+        text: dict[str, str] = {k: v for k in SAVED_FIELDS if isinstance(v := data.get(k), str)}
+        return cls.sitecore(
+            text.get("name", ""),
+            client_key=text.get("clientKey", ""),
+            region=text.get("region"),
+            base_url=text.get("baseUrl"),
+            point_of_sale=text.get("pointOfSale", ""),
+            is_sandbox=data.get("isSandbox") is True,
+        )
+
+
+def configured_target(settings: Settings | None = None) -> Target | None:
+    """The tenant named by ``FLOWLAB_BASE_URL``/``FLOWLAB_REGION`` + ``FLOWLAB_CLIENT_KEY``, if any."""
+    settings = settings or load_settings()
+    url = settings.target_url
+    if not url or not settings.client_key:
+        return None
+    region = next((r for r, u in REGIONS.items() if u == url), None)
+    return Target(CONFIGURED_NAME, url, settings.client_key, settings.point_of_sale, region=region)
+
+
+class TargetStore:
+    """Saved targets and each target's recent friendlyIds, in ``<data_dir>/targets.json``."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.file = JsonFile(path if path is not None else load_settings().data_dir / TARGETS_FILE)
+        #: Entries of the file that could not be read, as messages (the rest still load).
+        self.problems: list[str] = []
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    def _load(self) -> tuple[list[Target], dict[str, list[str]]]:
+        data = self.file.read() or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.path} must hold a JSON object with a 'targets' list")
+        self.problems = []
+        targets: list[Target] = []
+        for i, entry in enumerate(data.get("targets") or []):
+            try:
+                targets.append(Target.from_json(entry))
+            except TargetError as exc:
+                self.problems.append(f"target #{i + 1} in {self.path} was skipped: {exc}")
+        recent_raw = data.get("recentFriendlyIds")
+        recent: dict[str, list[str]] = {}
+        if isinstance(recent_raw, dict):
+            for name, ids in recent_raw.items():
+                if isinstance(ids, list):
+                    recent[str(name)] = [str(i) for i in ids if isinstance(i, str)][:_RECENT_LIMIT]
+        return targets, recent
+
+    def _save(self, targets: list[Target], recent: dict[str, list[str]]) -> None:
+        names = {t.name for t in targets} | {CONFIGURED_NAME}
+        self.file.write(
+            {
+                "version": 1,
+                "targets": [t.to_json() for t in targets],
+                "recentFriendlyIds": {k: v for k, v in recent.items() if k in names},
+            }
+        )
+
+    def targets(self) -> list[Target]:
+        """Saved targets, in the order they were added."""
+        return self._load()[0]
+
+    def get(self, name: str) -> Target | None:
+        return next((t for t in self.targets() if t.name == name), None)
+
+    def save(self, target: Target) -> None:
+        """Add a target, or replace the one with the same name."""
+        if target.builtin or target.name in (SANDBOX_NAME, CONFIGURED_NAME):
+            raise TargetError([FieldProblem("name", f"'{target.name}' is not saved: it is built in")])
+        targets, recent = self._load()
+        for i, existing in enumerate(targets):
+            if existing.name == target.name:
+                targets[i] = target
+                break
+        else:
+            targets.append(target)
+        self._save(targets, recent)
+
+    def delete(self, name: str) -> None:
+        targets, recent = self._load()
+        self._save([t for t in targets if t.name != name], recent)
+
+    def recent_friendly_ids(self, name: str) -> list[str]:
+        """The friendlyIds last called on a target, newest first."""
+        return self._load()[1].get(name, [])
+
+    def remember_friendly_id(self, name: str, friendly_id: str) -> None:
+        """Put ``friendly_id`` first in the target's recent list (kept to the last ten)."""
+        friendly_id = friendly_id.strip()
+        if not friendly_id:
+            return
+        targets, recent = self._load()
+        if name != CONFIGURED_NAME and all(t.name != name for t in targets):
+            return  # the built-in sandbox lists its flows itself
+        ids = [friendly_id, *(i for i in recent.get(name, []) if i != friendly_id)]
+        recent[name] = ids[:_RECENT_LIMIT]
+        self._save(targets, recent)

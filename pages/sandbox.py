@@ -1,0 +1,32 @@
+"""Sandbox: what the offline tenant holds (flows, decision tables, offers, guests), loading JSON, reset."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.sandbox_view import show_flows, show_guests, show_load, show_models, show_offers, show_overview
+from ui.target import current_target, page_header, sandbox_admin, sandbox_target
+
+target = current_target()
+sandbox = target if target.is_sandbox else sandbox_target()
+page_header(
+    "Sandbox",
+    "The offline tenant the app starts with: browse its flows, decision tables, offers and guests, load "
+    "your own flow or offer from JSON, or reset it to the demo data.",
+    target,
+)
+if not target.is_sandbox:
+    st.info("Your target is a live tenant; this page shows the built-in sandbox.", icon=":material/info:")
+admin = sandbox_admin(sandbox.base_url)
+show_overview(admin)
+flows, models, offers, guests, load = st.tabs(["Flows", "Decision models", "Offers", "Guests", "Load JSON"])
+with flows:
+    show_flows(admin)
+with models:
+    show_models(admin)
+with offers:
+    show_offers(admin)
+with guests:
+    show_guests(admin)
+with load:
+    show_load(admin)

@@ -1,0 +1,174 @@
+"""Screenshots of every page for the README: ``.venv/bin/python scripts/screenshots.py [--out docs/screenshots]``.
+
+Starts the app the way a user does (``streamlit run app.py``, built-in sandbox, a throw-away data dir),
+drives Debian's Chromium with Playwright (never a downloaded browser), and writes one full-page PNG per page:
+Preview after calling a demo persona, Compare after comparing two personas, History, Sandbox (plus its
+Offers tab), Batch run while and after running 5,000 generated guests through the demo A/B test, and
+Analysis of that run. Exits non-zero if any step fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import Page, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1400, "height": 900}
+MAX_HEIGHT = 3200
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_app(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``streamlit run app.py`` on a free port; its output goes to ``data_dir/streamlit.log``."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLAB_")}
+    env |= {"FLOWLAB_DATA_DIR": str(data_dir), "FLOWLAB_SANDBOX_PORT": str(free_port())}
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+        "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    log_path = data_dir / "streamlit.log"
+    with log_path.open("wb") as log:  # the child keeps its own handle
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"the app did not start:\n{log_path.read_text(errors='replace')}")
+
+
+def settle(page: Page, timeout_ms: int = 20_000) -> None:
+    """Wait until Streamlit has finished the current run (the 'Running…' widget is gone)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms
+    )
+    page.wait_for_timeout(300)
+
+
+def pick(page: Page, key: str, text: str) -> None:
+    """Choose an option in the selectbox with this widget key by typing part of its label."""
+    box = page.locator(f".st-key-{key} input[role='combobox']")
+    box.click()
+    box.fill(text)
+    page.locator("[role='option']", has_text=text).first.click()
+    settle(page)
+
+
+def nav(page: Page, title: str) -> None:
+    page.locator("[data-testid='stSidebarNav'] a", has_text=title).first.click()
+    settle(page)
+
+
+def shoot(page: Page, out: Path, name: str, max_height: int = MAX_HEIGHT) -> None:
+    """A full-page PNG: Streamlit scrolls its main area, not the document, so grow the window to fit it."""
+    page.mouse.move(0, 0)
+    for _ in range(2):  # resizing can reflow the page once
+        height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+        page.set_viewport_size(
+            {"width": VIEWPORT["width"], "height": min(max(height, VIEWPORT["height"]), max_height)}
+        )
+        page.wait_for_timeout(400)
+    path = out / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(VIEWPORT)
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
+def batch_and_analysis(page: Page, out: Path) -> None:
+    """Batch run: 5,000 generated guests on the demo A/B test (paced a little, to catch the progress panel),
+    then the finished run, then its Analysis page."""
+    nav(page, "Batch run")
+    page.wait_for_selector(".st-key-batch_start button:not([disabled])", timeout=30_000)
+    rate = page.locator(".st-key-batch_rps input")
+    rate.fill("1500")
+    rate.press("Enter")
+    settle(page)
+    page.locator(".st-key-batch_start button:not([disabled])").first.click()
+    page.wait_for_selector(".st-key-batch_cancel", timeout=20_000)
+    page.wait_for_timeout(1500)
+    shoot(page, out, "batch-running")
+    page.wait_for_selector(".st-key-batch_export_parquet", timeout=120_000)
+    settle(page)
+    shoot(page, out, "batch")
+    nav(page, "Analysis")
+    page.wait_for_selector("[data-testid='stVegaLiteChart']", timeout=60_000)
+    settle(page)
+    page.wait_for_timeout(1000)  # charts finish drawing
+    shoot(page, out, "analysis")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        process, url = start_app(Path(tmp))
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport=VIEWPORT)
+                page.goto(url)
+                page.wait_for_selector(".st-key-persona", timeout=30_000)
+                settle(page)
+                pick(page, "persona", "Lena Vogel")
+                page.locator(".st-key-call button").click()
+                page.wait_for_selector(".fl-card", timeout=20_000)
+                settle(page)
+                shoot(page, out, "preview")
+
+                nav(page, "Compare")
+                page.locator(".st-key-compare_run button").click()
+                page.wait_for_selector(".fl-card", timeout=20_000)
+                settle(page)
+                shoot(page, out, "compare")
+
+                nav(page, "History")
+                shoot(page, out, "history")
+
+                nav(page, "Sandbox")
+                shoot(page, out, "sandbox")
+                page.get_by_role("tab", name="Offers").click()
+                page.wait_for_selector(".fl-card", timeout=20_000)
+                settle(page)
+                shoot(page, out, "sandbox-offers", max_height=1700)
+
+                batch_and_analysis(page, out)
+                browser.close()
+        finally:
+            process.kill()
+            process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

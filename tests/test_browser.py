@@ -1,0 +1,193 @@
+"""The app in a real browser: ``streamlit run app.py`` driven by Debian's Chromium through Playwright.
+
+One server and one browser for the module. The app's in-process sandbox listens on a port chosen here
+(``FLOWLAB_SANDBOX_PORT``), so the XSS test can load a hostile offer through the sandbox's admin API.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class App:
+    def __init__(self, url: str, sandbox_url: str) -> None:
+        self.url = url
+        self.sandbox_url = sandbox_url
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    port, sandbox_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLAB_")}
+    env |= {
+        "FLOWLAB_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+        "FLOWLAB_SANDBOX_PORT": str(sandbox_port),
+    }
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+        "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    log_path = tmp_path_factory.mktemp("log") / "streamlit.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise AssertionError(f"streamlit did not start:\n{log_path.read_text(errors='replace')}")
+            time.sleep(0.2)
+        yield App(url, f"http://127.0.0.1:{sandbox_port}")
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def settle(page: Page) -> None:
+    """Wait until Streamlit has finished the current run."""
+    page.wait_for_timeout(250)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+
+
+def choose(page: Page, key: str, text: str) -> None:
+    box = page.locator(f".st-key-{key} input[role='combobox']")
+    box.click()
+    box.fill(text)
+    page.locator("[role='option']", has_text=text).first.click()
+    settle(page)
+
+
+def test_a_deep_link_first_still_gets_the_frame(app: App, page: Page) -> None:
+    """The first request after start is /compare: the page still runs inside app.py (sidebar, label)."""
+    page.goto(app.url + "/compare")
+    expect(page.locator(".st-key-target_name")).to_be_visible()
+    expect(page.get_by_role("heading", name="Compare")).to_be_visible()
+    expect(page.get_by_text("SANDBOX · Sandbox (built-in)").first).to_be_visible()
+
+
+def test_fill_the_form_call_a_demo_flow_and_see_offer_cards(app: App, page: Page) -> None:
+    page.goto(app.url)
+    expect(page.locator(".st-key-persona")).to_be_visible()
+    choose(page, "persona", "Lena Vogel")
+    expect(page.locator(".st-key-browser_id input")).to_have_value("723972bd-4406-5d84-9ea1-3dc4d895dd08")
+    choose(page, "friendly_id", "checkout_ab_test")
+    page.locator(".st-key-call button").click()
+    card = page.locator(".fl-card").first
+    expect(card).to_be_visible()
+    expect(card.locator(".fl-title")).to_have_text("Free shipping")  # Lena's bucket 39 lands on variant A
+    expect(card.locator("img")).to_have_attribute("src", re.compile(r"^data:image/svg\+xml;base64,"))
+    expect(page.get_by_text("Why this variant?")).to_be_visible()
+    expect(page.get_by_text("Bucket 39 of 120 → variant 'A – Free shipping'", exact=False)).to_be_visible()
+
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def load_hostile_flow(sandbox_url: str) -> None:
+    offer = {
+        "ref": "xss-offer",
+        "name": "XSS probe",
+        "attributes": {
+            "title": HOSTILE,
+            "text": "<script>alert(2)</script>",
+            "imageUrl": "javascript:alert(3)",
+            "ctaText": "Go",
+            "ctaUrl": "javascript:alert(4)",
+            "badge": "<svg onload=alert(5)>",
+        },
+    }
+    model = {
+        "ref": "xss-model",
+        "name": "XSS probe model",
+        "nodes": [
+            {
+                "id": "xss-node",
+                "name": "Offers",
+                "type": "decisionTable",
+                "hitPolicy": "FIRST",
+                "inputs": [{"label": "Guest Type", "expression": "guest.guestType"}],
+                "outputs": [{"name": "offer", "typeRef": "com.boxever.offer"}],
+                "rules": [{"inputEntries": ["-"], "outputEntries": ['"xss-offer"']}],
+            }
+        ],
+    }
+    flow = {"friendlyId": "xss_probe", "name": "XSS probe", "status": "LIVE", "variants": [{
+        "ref": "xss-v1", "name": "Only", "tasks": [
+            {"implementation": "decisionModelTask", "input": {"decisionModelRefs": ["xss-model"]}},
+            {"implementation": "templateRenderTask",
+             "input": {"template": '{"variant": "xss", "decisionOffers": ${toJSON(offers)}}'}}]}]}  # fmt: skip
+    for path, body in (("offers", offer), ("decision-models", model), ("flows", flow)):
+        httpx.post(f"{sandbox_url}/sandbox/{path}", json=body, timeout=10).raise_for_status()
+
+
+def test_html_in_offer_attributes_is_shown_as_text_and_never_runs(app: App, page: Page) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(app.url)
+    expect(page.locator(".st-key-persona")).to_be_visible()  # the app has run, so its sandbox is up
+    load_hostile_flow(app.sandbox_url)
+    choose(page, "persona", "New US visitor")
+    choose(page, "friendly_id", "xss_probe")
+    page.locator(".st-key-call button").click()
+    card = page.locator(".fl-card").first
+    expect(card).to_be_visible()
+    expect(card.locator(".fl-title")).to_have_text(HOSTILE)  # the markup, literally, as text
+    expect(card.locator(".fl-badge")).to_have_text("<svg onload=alert(5)>")
+    expect(card.locator(".fl-text")).to_have_text("<script>alert(2)</script>")
+    assert card.locator("img").count() == 0  # neither the title's <img src=x> nor the javascript: image
+    assert page.locator("img[src='x']").count() == 0
+    assert card.locator("script, svg, a[href^='javascript']").count() == 0
+    expect(card).to_contain_text("image not shown")
+    page.wait_for_timeout(1000)  # give any onerror/onload a chance to fire
+    assert dialogs == []

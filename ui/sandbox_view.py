@@ -1,0 +1,314 @@
+"""The Sandbox page's sections: flows, decision models, offers, guests and their tracking, loading, reset."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any, ParamSpec
+
+import streamlit as st
+
+from flowlab import SandboxAdmin
+from flowlab.advice import advise
+from flowlab.catalog import FlowSummary, decision_table_rows, guest_rows, tracking_rows
+from flowlab.errors import FlowLabError
+from flowlab.offers import find_offers
+from ui.cards import render_offer_cards
+from ui.errors import show_advice
+from ui.text import code, plain
+
+__all__ = [
+    "EXAMPLES",
+    "show_flows",
+    "show_guests",
+    "show_load",
+    "show_models",
+    "show_offers",
+    "show_overview",
+]
+
+_PAGE = 25
+
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "flow": {
+        "friendlyId": "hello_guest",
+        "name": "Hello guest",
+        "type": "INTERACTIVE_API_FLOW",
+        "subtype": "EXPERIENCE",
+        "status": "LIVE",
+        "variants": [
+            {
+                "ref": "hello_guest_v1",
+                "name": "Greeting",
+                "isControl": True,
+                "tasks": [
+                    {
+                        "implementation": "templateRenderTask",
+                        "input": {
+                            "type": "application/json",
+                            "template": '{"variant": "greeting", "message": "Hello ${guest.firstName!"there"}!"}',
+                        },
+                    }
+                ],
+            }
+        ],
+        "traffic": {"splits": [{"ref": "hello_guest_v1", "split": 100}]},
+    },
+    "offer": {
+        "ref": "rain_jackets_20",
+        "name": "Rain jackets – 20% off",
+        "attributes": {
+            "title": "20% off rain jackets",
+            "text": "This week only, on every shell in the store.",
+            "price": 119.0,
+            "currency": "EUR",
+            "ctaText": "Shop rainwear",
+            "ctaUrl": "/collections/rain",
+            "badge": "-20%",
+        },
+    },
+    "decision model": {
+        "name": "Always the rain offer",
+        "nodes": [
+            {
+                "id": "always_rain_offers",
+                "name": "Offers",
+                "type": "decisionTable",
+                "hitPolicy": "FIRST",
+                "inputs": [{"label": "Guest Type", "expression": "guest.guestType"}],
+                "outputs": [{"name": "offer", "typeRef": "com.boxever.offer"}],
+                "rules": [
+                    {"inputEntries": ["-"], "outputEntries": ['"rain_jackets_20"']}
+                ],  # the example offer
+            }
+        ],
+    },
+}
+
+
+_P = ParamSpec("_P")
+
+
+def _fail(exc: FlowLabError) -> None:
+    show_advice(advise(exc))
+
+
+def _friendly(section: Callable[_P, None]) -> Callable[_P, None]:
+    """A section whose sandbox is unreachable shows what to do instead of a traceback."""
+
+    @functools.wraps(section)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            section(*args, **kwargs)
+        except FlowLabError as exc:
+            _fail(exc)
+
+    return wrapper
+
+
+def show_overview(admin: SandboxAdmin) -> None:
+    """Counts and the reset button."""
+    try:
+        info = admin.info()
+    except FlowLabError as exc:
+        _fail(exc)
+        return
+    counts = info.get("counts") or {}
+    columns = st.columns(6, vertical_alignment="bottom")
+    for column, (label, key) in zip(
+        columns,
+        (("Flows", "flows"), ("Offers", "offers"), ("Decision models", "decisionModels"), ("Guests", "guests"),
+         ("Executions", "executions")),
+        strict=False,
+    ):  # fmt: skip
+        column.metric(label, counts.get(key, "—"))
+    with columns[5].popover(
+        "Reset", icon=":material/restart_alt:", width="stretch", help="Back to the demo data"
+    ):
+        st.write("Remove everything you loaded and every tracking record, and reload the demo tenant.")
+        if st.button("Reset the sandbox", key="sandbox_reset", type="primary"):
+            try:
+                admin.reset()
+            except FlowLabError as exc:
+                _fail(exc)
+            else:
+                st.session_state["sandbox_message"] = "The sandbox is back to the demo data."
+                st.rerun()
+    message = st.session_state.pop("sandbox_message", None)
+    if message:
+        st.success(plain(message), icon=":material/check_circle:")
+    st.caption(
+        f"Client key {code(info.get('clientKey'))} · points of sale: "
+        + ", ".join(code(p.get("name")) for p in info.get("pointsOfSale") or [])
+    )
+
+
+@_friendly
+def show_flows(admin: SandboxAdmin) -> None:
+    """Every flow with type, status and variants; one flow's details and definition."""
+    flows = [FlowSummary.from_admin(f) for f in admin.flows()]
+    rows = [
+        {
+            "friendlyId": f.friendly_id,
+            "name": f.name,
+            "kind": f.kind,
+            "status": f.status,
+            "runs": "yes" if f.live else "no",
+            "variants (traffic split)": " · ".join(f"{v.name} {v.split:g}%" for v in f.variants),
+        }
+        for f in flows
+    ]
+    st.dataframe(rows, hide_index=True, width="stretch", key="sandbox_flows_table")
+    chosen = st.selectbox(
+        "Flow details", [f.friendly_id for f in flows], key="sandbox_flow", index=0 if flows else None
+    )
+    flow = next((f for f in flows if f.friendly_id == chosen), None)
+    if flow is None:
+        return
+    st.markdown(f"**{plain(flow.name)}** — {plain(flow.description)}")
+    st.caption(plain(flow.details))
+    definition = admin.flow(flow.friendly_id)
+    for variant in definition.get("variants") or []:
+        tasks = ", ".join(_task(t) for t in variant.get("tasks") or [])
+        st.markdown(f"- **{plain(variant.get('name'))}**: {plain(tasks)}")
+    with st.expander("Definition (JSON)"):
+        st.json(definition, expanded=False)
+
+
+def _task(task: dict[str, Any]) -> str:
+    impl = task.get("implementation")
+    data = task.get("input") or {}
+    if impl == "conditionsTask":
+        return "conditions " + ", ".join(str(r.get("friendlyId")) for r in data.get("rules") or [])
+    if impl == "decisionModelTask":
+        return f"{len(data.get('decisionModelRefs') or [])} decision model(s)"
+    if impl == "templateRenderTask":
+        return "API response template"
+    return str(impl)
+
+
+@_friendly
+def show_models(admin: SandboxAdmin) -> None:
+    """A decision model's programmables (JavaScript) and decision tables (rows, offers by title)."""
+    models = admin.decision_models()
+    offers = admin.offers()
+    names = {str(m.get("ref")): str(m.get("name")) for m in models}
+    ref = st.selectbox("Decision model", list(names), format_func=names.__getitem__, key="sandbox_model")
+    model = next((m for m in models if str(m.get("ref")) == ref), None)
+    if model is None:
+        return
+    if model.get("description"):
+        st.caption(plain(model["description"]))
+    for node in model.get("nodes") or []:
+        kind = node.get("type")
+        st.markdown(f"**{plain(node.get('name'))}** · {plain(kind)}")
+        if kind == "decisionTable":
+            st.caption(f"Hit policy {plain(node.get('hitPolicy', 'FIRST'))}: the first matching row wins.")
+            st.dataframe(decision_table_rows(node, offers), hide_index=True, width="stretch")
+        elif kind == "programmable":
+            st.code(str(node.get("source") or ""), language="javascript", wrap_lines=True)
+        else:
+            st.json(node, expanded=False)
+
+
+@_friendly
+def show_offers(admin: SandboxAdmin) -> None:
+    """Every offer as the card a guest would see."""
+    raw = admin.offers()
+    query = st.text_input("Search offers", key="sandbox_offer_search", placeholder="boots, VIP, -10%…")
+    offers = find_offers(raw)
+    if query.strip():
+        needle = query.strip().lower()
+        offers = [o for o in offers if needle in " ".join([o.title, o.name, o.text, o.badge]).lower()]
+    st.caption(f"{len(offers)} of {len(raw)} offers")
+    render_offer_cards(offers, empty="No offer matches.")
+
+
+@_friendly
+def show_guests(admin: SandboxAdmin) -> None:
+    """Guests (page by page, or found by browser id or email), one guest's attributes and tracking."""
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    query = left.text_input("Find a guest by browser ID or email", key="sandbox_guest_search").strip()
+    filters = {"email": query} if "@" in query else ({"browserId": query} if query else {})
+    page = 1
+    if not filters:
+        page = int(right.number_input("Page", min_value=1, value=1, step=1, key="sandbox_guest_page"))
+    try:
+        result = admin.guests(limit=_PAGE, offset=(page - 1) * _PAGE, **filters)
+    except FlowLabError as exc:
+        _fail(exc)
+        return
+    guests = result.get("items") or []
+    st.caption(f"{result.get('total', 0)} guest(s)" + ("" if filters else f", page {page}"))
+    st.dataframe(guest_rows(guests), hide_index=True, width="stretch", key="sandbox_guests_table")
+    if not guests:
+        return
+    labels = {str(g["ref"]): r["name"] + (f" · {r['email']}" if r["email"] else "") for g, r in zip(
+        guests, guest_rows(guests), strict=True)}  # fmt: skip
+    ref = st.selectbox("Guest", list(labels), format_func=labels.__getitem__, key="sandbox_guest")
+    guest = next(g for g in guests if str(g["ref"]) == ref)
+    attributes, tracking = st.columns(2)
+    with attributes:
+        st.markdown("**Attributes**")
+        st.json({k: v for k, v in guest.items() if k not in ("orders", "sessions")}, expanded=1)
+        st.caption(f"{len(guest.get('orders') or [])} order(s)")
+    with tracking:
+        st.markdown("**Tracking records** (one per flow execution, oldest first)")
+        records = admin.tracking(str(ref))
+        if records:
+            st.dataframe(tracking_rows(records, admin.flows()), hide_index=True, width="stretch")
+            with st.expander("Raw records"):
+                st.json(records, expanded=False)
+        else:
+            st.caption("No executions yet: call a flow as this guest on the Preview page.")
+
+
+def show_load(admin: SandboxAdmin) -> None:
+    """Load a flow, offer or decision model from JSON (pasted or uploaded)."""
+    kind = st.segmented_control(
+        "What to load", list(EXAMPLES), key="sandbox_load_kind", default="flow", required=True
+    )
+    kind = kind or "flow"
+    st.caption(
+        "Paste JSON in the reference's shape (a flow as Personalize exports it, an offer with attributes, a "
+        "decision model with nodes), or upload a .json file. A flow with the same friendlyId is replaced."
+    )
+    if st.button("Insert an example", key="sandbox_load_example"):
+        st.session_state["sandbox_load_json"] = json.dumps(EXAMPLES[kind], indent=2, ensure_ascii=False)
+        st.rerun()
+    upload = st.file_uploader("Upload a .json file", type=["json"], key="sandbox_load_file")
+    text = st.text_area("JSON", key="sandbox_load_json", height=260)
+    if st.button("Load into the sandbox", key="sandbox_load", type="primary", icon=":material/upload:"):
+        source = upload.getvalue().decode("utf-8", "replace") if upload is not None else text
+        _load(admin, kind, source)
+    result = st.session_state.pop("sandbox_load_result", None)
+    if result:
+        st.success(plain(result), icon=":material/check_circle:")
+
+
+def _load(admin: SandboxAdmin, kind: str, source: str) -> None:
+    st.session_state["sandbox_load_result"] = None
+    try:
+        data = json.loads(source)
+    except ValueError as exc:
+        st.error(plain(f"That is not valid JSON: {exc}"), icon=":material/error:")
+        return
+    if not isinstance(data, dict):
+        st.error("The JSON must be one object.", icon=":material/error:")
+        return
+    try:
+        if kind == "flow":
+            loaded = admin.load_flow(data)
+            message = f"Loaded flow '{loaded.get('friendlyId')}' ({loaded.get('status')}). Call it on the Preview page."
+        elif kind == "offer":
+            loaded = admin.load_offer(data)
+            message = f"Loaded offer '{loaded.get('name')}', ref {loaded.get('ref')}."
+        else:
+            loaded = admin.load_decision_model(data)
+            message = f"Loaded decision model '{loaded.get('name')}', ref {loaded.get('ref')}."
+    except FlowLabError as exc:
+        _fail(exc)
+        return
+    st.session_state["sandbox_load_result"] = message
+    st.rerun()  # the other tabs were drawn before the load: redraw them with it
