@@ -74,7 +74,9 @@ def _target(args: argparse.Namespace, settings: Settings) -> Iterator[tuple[str,
         return
     from flowlab.sandbox import SandboxServer
 
-    with SandboxServer(latency_ms=getattr(args, "sandbox_latency_ms", None)) as sandbox:
+    with SandboxServer(
+        latency_ms=settings.sandbox_latency_ms, faults=settings.sandbox_faults or None
+    ) as sandbox:
         yield sandbox.url, client_key or sandbox.client_key
 
 
@@ -133,7 +135,9 @@ def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
     with _target(args, settings) as (base_url, client_key):
         request = request.model_copy(update={"client_key": client_key})
         with FlowClient(
-            base_url=base_url, timeout=args.timeout or settings.timeout, retries=args.retries
+            base_url=base_url,
+            timeout=args.timeout or settings.timeout,
+            retries=settings.retries if args.retries is None else args.retries,
         ) as client:
             response = client.call(request, raise_for_status=False)
     if args.verbose:
@@ -224,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument(
         "--param", action="append", metavar="KEY=VALUE", help="a param; dotted keys nest (repeatable)"
     )
-    call.add_argument("--retries", type=int, default=2, help="retries for connection errors, 408, 429, 5xx")
+    call.add_argument("--retries", type=int, help="retries for connection errors, 408, 429, 5xx (default 2)")
     call.add_argument(
         "-v", "--verbose", action="store_true", help="print status, latency and headers to stderr"
     )

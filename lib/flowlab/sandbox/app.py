@@ -134,7 +134,7 @@ def create_app(
                 "friendlyId": f.friendly_id, "ref": f.ref, "name": f.definition.get("name"),
                 "type": f.definition.get("type"), "subtype": f.definition.get("subtype"), "status": f.status,
                 "live": f.live, "description": f.definition.get("description", ""),
-                "variants": [{"ref": v.ref, "name": v.name, "split": round((v.high - v.low + 1) / 1.2, 2),
+                "variants": [{"ref": v.ref, "name": v.name, "split": v.split,
                               "isControl": v.is_control, "buckets": [v.low, v.high]} for v in f.variants],
             }
             for _, f in sorted(app.tenant.flows.items())

@@ -75,6 +75,7 @@ class CompiledVariant:
     template: Template | None
     conditions: tuple[Condition, ...]
     model_refs: tuple[str, ...]
+    split: float  # the configured percentage (the bucket range realises it to 1/120)
     conversion_lift: float
     average_order_value: float
 
@@ -228,7 +229,9 @@ class Tenant:
         if abs(total - 100) > 0.5 and not all(s[2] is not None for s in splits):
             raise _problem("flow", friendly_id, f"variant splits add up to {total:g}%, not 100%")
         ranges = _bucket_ranges(splits)
-        compiled = tuple(self._compile_variant(friendly_id, by_ref[ref], ranges[ref]) for ref, *_ in splits)
+        compiled = tuple(
+            self._compile_variant(friendly_id, by_ref[ref], ranges[ref], split) for ref, split, *_ in splits
+        )
         allocation = float(traffic.get("allocation", 100))
         flow_obj = CompiledFlow(data, compiled, int(round(allocation * 1.2)))
         with self._lock:
@@ -236,7 +239,7 @@ class Tenant:
         return data
 
     def _compile_variant(
-        self, flow_id: str, variant: dict[str, Any], bucket_range: tuple[int, int]
+        self, flow_id: str, variant: dict[str, Any], bucket_range: tuple[int, int], split: float
     ) -> CompiledVariant:
         name = str(variant.get("name", variant["ref"]))
         template: Template | None = None
@@ -278,6 +281,7 @@ class Tenant:
             template=template,
             conditions=tuple(conditions),
             model_refs=tuple(model_refs),
+            split=split,
             conversion_lift=float(extra.get("conversionLift", 1.0)),
             average_order_value=float(extra.get("averageOrderValue", 60.0)),
         )
