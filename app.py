@@ -1,16 +1,23 @@
-"""Flow Lab: the router. Page config, navigation over pages/, and the sidebar's target label."""
+"""Flow Lab: the router. Page config, navigation over pages/, and the sidebar's target picker."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ui.target import current_target, target_badge
+from ui.target import target_sidebar
 
 st.set_page_config(page_title="Flow Lab", page_icon="🧪", layout="wide")
 
-pages = [
-    st.Page("pages/preview.py", title="Preview", icon="🎯", default=True),
+# One line per page; add new pages here (title and icon show in the navigation).
+PAGES = [
+    st.Page("pages/preview.py", title="Preview", icon=":material/visibility:", default=True),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/history.py", title="History", icon=":material/history:"),
+    st.Page("pages/sandbox.py", title="Sandbox", icon=":material/science:"),
+    st.Page("pages/batch.py", title="Batch run", icon=":material/playlist_play:"),
+    st.Page("pages/analysis.py", title="Analysis", icon=":material/analytics:"),
 ]
-navigation = st.navigation(pages)
-target_badge(current_target())
+
+navigation = st.navigation(PAGES)
+target_sidebar()
 navigation.run()

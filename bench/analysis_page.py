@@ -1,0 +1,156 @@
+"""Time the Analysis page on a 100,000-guest run: first render, then re-renders after widget changes.
+
+    .venv/bin/python bench/analysis_page.py [--guests 100000] [--keep DIR]
+
+Builds a synthetic run (no network): a generated sample of ``--guests`` guests, recorded in a fresh run log
+(``RunLog.prepare``) and filled through ``RunStore.write`` with A/B results that look like the demo
+experiment's (a 50/50 split, one offer per variant, log-normal latencies, 1% of calls failing with 503),
+plus an outcomes CSV (B converts ~25% better). Then it drives the real app with Streamlit's ``AppTest``
+through the entry point, as the tests do, and prints the time of:
+
+* the first render (loads the run from SQLite: the one expensive step, cached afterwards);
+* uploading the outcomes CSV (joins 100,000 outcomes);
+* a plain re-render, and re-renders after changing the breakdown dimension, the level cap, and a run-table
+  filter (each computes one new aggregate from the cached run).
+
+Issue goal: every re-render < 1.5 s. Numbers vary with the machine's load; the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL_S = 1.5
+
+
+def build(data_dir: Path, n: int) -> Path:
+    """A run of ``n`` guests in ``data_dir``'s run log, and an outcomes CSV for it; returns the CSV."""
+    from flowlab.batch import BatchOptions
+    from flowlab.runlog import RunLog
+    from flowlab.runs import GuestResult, RunStore
+    from flowlab.samples import generate_guests
+
+    sample = generate_guests(n, seed=7)
+    options = BatchOptions(
+        base_url="https://tenant.example", client_key="bench", friendly_id="checkout_ab_test"
+    )
+    log = RunLog(data_dir / "runs")
+    run_id = log.prepare(sample, options, name=f"bench · {n:,} guests", target="bench tenant")
+    rng = random.Random(7)
+    offers = {"A": "Free shipping", "B": "10% off your order"}
+    outcomes_path = data_dir / "outcomes.csv"
+    with (
+        RunStore.create(log.store_path(run_id), options.run_meta(sample)) as store,
+        outcomes_path.open("w", newline="") as out,
+    ):
+        writer = csv.writer(out)
+        writer.writerow(["guest", "converted", "revenue"])
+        batch: list[GuestResult] = []
+        for guest in sample.guests:
+            variant = "A" if rng.random() < 0.5 else "B"
+            ok = rng.random() > 0.01
+            body = f'{{"variant": "{variant}", "decisionOffers": [{{"name": "{offers[variant]}"}}]}}'
+            batch.append(
+                GuestResult(
+                    row=guest.row, guest=guest.value, identity=guest.kind, status_code=200 if ok else 503, ok=ok,
+                    variant=variant if ok else "", variant_source="field" if ok else "",
+                    offers=[offers[variant]] if ok else [], latency_ms=rng.lognormvariate(3.2, 0.4), attempts=1,
+                    error="" if ok else "503 Service Unavailable", error_type="" if ok else "http_503",
+                    body=body if ok else "", channel=guest.fields["channel"],
+                    point_of_sale=guest.fields["pointOfSale"], language=guest.fields["language"],
+                    currency_code=guest.fields.get("currencyCode", ""), extra=guest.extra,
+                )
+            )  # fmt: skip
+            converted = rng.random() < (0.05 if variant == "A" else 0.0625)
+            writer.writerow(
+                [
+                    guest.value,
+                    "yes" if converted else "no",
+                    f"{rng.uniform(30, 120):.2f}" if converted else "",
+                ]
+            )
+            if len(batch) >= 5000:
+                store.write(batch)
+                batch = []
+        store.write(batch)
+        store.set_status("done")
+    return outcomes_path
+
+
+def timed(label: str, action, results: list[tuple[str, float]]) -> None:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    at = action()
+    elapsed = time.perf_counter() - started
+    if at.exception:
+        raise SystemExit(f"{label}: the page raised {at.exception[0].value}")
+    results.append((label, elapsed))
+    print(f"{label:<46} {elapsed:6.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--guests", type=int, default=100_000)
+    parser.add_argument("--keep", type=Path, help="build the run in this folder and keep it")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.keep or Path(tmp)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["FLOWLAB_DATA_DIR"] = str(data_dir)
+        started = time.perf_counter()
+        outcomes_csv = build(data_dir, args.guests)
+        print(f"built a {args.guests:,}-guest run in {time.perf_counter() - started:.1f} s ({data_dir})")
+
+        sys.path.insert(0, str(ROOT))
+        from streamlit.testing.v1 import AppTest
+
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.run()
+        at.switch_page("pages/analysis.py")
+        results: list[tuple[str, float]] = []
+        timed("first render (loads the run)", at.run, results)
+        upload = at.file_uploader(key="analysis_outcomes_csv") if _has(at, "analysis_outcomes_csv") else None
+        if upload is None:
+            at.segmented_control(key="analysis_outcomes").set_value("csv")
+            at.run()
+            upload = at.file_uploader(key="analysis_outcomes_csv")
+        upload.set_value(("outcomes.csv", outcomes_csv.read_bytes(), "text/csv"))
+        timed("upload outcomes (reads and joins them)", at.run, results)
+        lift = [i.value for i in [*at.success, *at.info] if "converts" in i.value]
+        print(f"    {lift[0].replace(chr(92), '') if lift else 'no lift sentence!'}")
+        first_renders = len(results)
+        timed("re-render, nothing changed", at.run, results)
+        dims = at.selectbox(key="analysis_dimension")
+        timed("re-render, breakdown by tier", lambda: dims.set_value("tier").run(), results)
+        levels = at.number_input(key="analysis_levels")
+        timed("re-render, 3 levels shown", lambda: levels.set_value(3).run(), results)
+        variants = at.multiselect(key="analysis_filter_variants")
+        timed("re-render, run table filtered to B", lambda: variants.set_value(["B"]).run(), results)
+        status = at.selectbox(key="analysis_filter_ok")
+        timed("re-render, run table: failed calls only", lambda: status.set_value("failed").run(), results)
+        rerenders = [t for _, t in results[first_renders:]]
+        worst = max(rerenders)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        verdict = "meets" if worst < GOAL_S else "MISSES"
+        print(f"slowest re-render {worst:.2f} s: {verdict} the {GOAL_S} s goal (load average {load:.2f})")
+
+
+def _has(at, key: str) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        at.file_uploader(key=key)
+    except KeyError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Analysis: is the split healthy, which variant converts better and by how much, and what each one served."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.analysis_view import (
+    load_analysis,
+    run_picker,
+    show_breakdown,
+    show_compare,
+    show_detection,
+    show_errors,
+    show_latency,
+    show_offers,
+    show_outcomes,
+    show_overview,
+    show_split,
+    show_table,
+)
+from ui.target import current_target, page_header
+
+page_header(
+    "Analysis",
+    "Split health, conversion and lift per variant, breakdowns, offers, latency and errors for one batch run.",
+    current_target(),
+)
+record = run_picker()
+if record is None:
+    st.info("No runs yet: start one on the Batch run page.", icon=":material/info:")
+    st.page_link("pages/batch.py", label="Go to Batch run", icon=":material/play_arrow:")
+    st.stop()
+analysis = load_analysis(record)
+show_overview(analysis)
+
+st.subheader("Split health")
+show_split(analysis)
+st.subheader("Conversion and lift")
+show_outcomes(analysis)
+st.subheader("Breakdown")
+show_breakdown(analysis)
+
+offers, latency, errors, detection, table, compare = st.tabs(
+    ["Offers", "Latency", "Errors", "Detection", "Run table", "Compare runs"]
+)
+with offers:
+    show_offers(analysis)
+with latency:
+    show_latency(analysis)
+with errors:
+    show_errors(analysis)
+with detection:
+    show_detection(analysis)
+with table:
+    show_table(analysis)
+with compare:
+    show_compare(analysis)

@@ -1,0 +1,36 @@
+"""Batch run: call one flow for every guest of a sample, in the background, with live progress."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import runs
+from ui.batch_view import flow_picker, run_settings, start_button
+from ui.run_view import past_runs, run_panel
+from ui.sample_view import sample_picker
+from ui.target import current_target, page_header
+
+target = current_target()
+page_header(
+    "Batch run",
+    "Run one flow for thousands of guests and keep one row per guest: what each variant served, how fast, "
+    "and what failed. Runs continue in the background; cancel and resume at any time.",
+    target,
+)
+
+guests, flow = st.columns(2, gap="large")
+with guests:
+    st.subheader("1 · Guests")
+    sample = sample_picker(target)
+with flow:
+    st.subheader("2 · Flow and options")
+    friendly_id = flow_picker(target)
+    options = run_settings()
+    start_button(target, sample, friendly_id, options)
+
+st.subheader("3 · Run")
+current = runs.current_run()
+run_panel(current, target, options.pacing())
+
+st.subheader("Past runs")
+past_runs(current)

@@ -1,0 +1,461 @@
+"""The Analysis page's sections: pick a run and its outcomes, then split health, conversion and lift,
+breakdowns, offers, latency, errors, detection accuracy, the run table and a comparison with another run.
+
+Every table comes from ``ui.runs``' cached wrappers around ``flowlab.analysis``/``flowlab.report``, keyed on
+the run's file stamp and the outcome source, so a rerun after a widget change recomputes only what that
+widget feeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from flowlab import charts, outcomes
+from flowlab.errors import FlowLabError
+from flowlab.report import comparison_rows, conversion_rows, parse_split, split_rows, verdict_kind
+from flowlab.runlog import RunRecord
+from ui import runs
+from ui.target import sandbox_admin
+from ui.text import plain
+
+__all__ = [
+    "Analysis",
+    "load_analysis",
+    "run_picker",
+    "show_breakdown",
+    "show_compare",
+    "show_detection",
+    "show_errors",
+    "show_latency",
+    "show_offers",
+    "show_outcomes",
+    "show_overview",
+    "show_split",
+    "show_table",
+]
+
+_TABLE_ROWS = 1000
+_SOURCES = {"sandbox": "Sandbox's simulated outcomes", "csv": "Upload an outcomes CSV", "none": "No outcomes"}
+_PERCENT = st.column_config.NumberColumn(format="percent")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One run, ready to analyse: its rows (with outcomes, if any) and what the flow says to expect."""
+
+    record: RunRecord
+    frame: pd.DataFrame
+    key: tuple[Any, ...]
+    has_outcomes: bool
+    outcome_note: str
+    expected: dict[str, float] | None
+    expected_note: str
+    control: str | None
+    labels: dict[str, str]
+    true_lifts: dict[str, float]
+
+
+# ---- choosing -------------------------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _records(
+    root: str, stamps: tuple[tuple[str, runs.Stamp], ...], alive: tuple[str, ...]
+) -> list[RunRecord]:
+    return runs.run_log().runs()
+
+
+def _all_runs() -> list[RunRecord]:
+    log = runs.run_log()
+    folders = sorted(p for p in log.root.iterdir() if p.is_dir()) if log.root.is_dir() else []
+    stamps = tuple((p.name, runs.stamp(p / "run.sqlite")) for p in folders)
+    return _records(str(log.root), stamps, tuple(runs.running_ids()))
+
+
+def run_picker() -> RunRecord | None:
+    """The run to analyse: the session's current run by default, or any past run."""
+    records = _all_runs()
+    if not records:
+        return None
+    by_id = {r.id: r for r in records}
+    if st.session_state.get("analysis_run") not in by_id:
+        current = st.session_state.get("batch_run_id")
+        st.session_state["analysis_run"] = current if current in by_id else records[0].id
+    chosen = st.selectbox("Run", list(by_id), format_func=lambda i: by_id[i].label, key="analysis_run")
+    return by_id[str(chosen)]
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _sandbox_alive(base_url: str) -> bool:
+    """Whether the sandbox a run called still answers (the app's own restarts on a new port)."""
+    return sandbox_admin(base_url).is_sandbox()
+
+
+def _has_truth(record: RunRecord) -> bool:
+    return record.is_sandbox and _sandbox_alive(record.base_url)
+
+
+def _outcome_source(record: RunRecord) -> tuple[str, bytes, str]:
+    options = ["sandbox", "csv", "none"] if _has_truth(record) else ["csv", "none"]
+    if st.session_state.get("analysis_outcomes") not in options:
+        st.session_state["analysis_outcomes"] = options[0]
+    kind = st.segmented_control(
+        "Outcomes", options, format_func=_SOURCES.__getitem__, key="analysis_outcomes", required=True
+    )
+    if kind == "csv":
+        upload = st.file_uploader(
+            "Outcomes CSV",
+            type=["csv", "txt"],
+            key="analysis_outcomes_csv",
+            help="A guest column (guest, browserId or email), converted (yes/no, true/false, 1/0) and "
+            "optionally revenue.",
+        )
+        return ("csv", upload.getvalue(), upload.name) if upload is not None else ("none", b"", "")
+    return str(kind), b"", ""
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _flow_summary(base_url: str, friendly_id: str) -> dict[str, Any] | None:
+    return next((f for f in sandbox_admin(base_url).flows() if f.get("friendlyId") == friendly_id), None)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _flow_definition(base_url: str, friendly_id: str) -> dict[str, Any]:
+    return sandbox_admin(base_url).flow(friendly_id)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _mapping(
+    key: tuple[Any, ...], _frame: pd.DataFrame, summary: str
+) -> tuple[dict[str, float], str | None, dict[str, str]]:
+    flow = json.loads(summary)
+    return (
+        outcomes.expected_shares(flow, _frame),
+        outcomes.control_label(flow, _frame),
+        outcomes.label_variants(flow, _frame),
+    )
+
+
+def load_analysis(record: RunRecord) -> Analysis:
+    """The outcome picker, then the run joined with its outcomes and the flow's expected split."""
+    kind, data, name = _outcome_source(record)
+    path, stamp = str(record.path), runs.stamp(record.path)
+    note = ""
+    table = None
+    try:
+        table = runs.outcome_table(
+            kind, base_url=record.base_url, friendly_id=record.friendly_id, stamp=stamp, data=data, name=name
+        )
+    except FlowLabError as exc:
+        st.error(plain(str(exc)), icon=":material/error:")
+    if kind == "sandbox":
+        note = "Simulated by the sandbox from each guest's hidden propensity and the variant's true lift."
+    outcomes_key = f"{kind}:{hashlib.sha1(data).hexdigest()}" if table is not None else "none"
+    frame = runs.analysis_frame(path, stamp, outcomes_key, table)
+    key = (path, stamp, outcomes_key)
+
+    expected: dict[str, float] | None = None
+    expected_note = "Expected: an equal share for every variant seen (the flow's splits are not known here)."
+    control: str | None = None
+    labels: dict[str, str] = {}
+    truth: dict[str, float] = {}
+    try:
+        summary = _flow_summary(record.base_url, record.friendly_id) if _has_truth(record) else None
+        if summary is not None:
+            expected, control, labels = _mapping(key, frame, json.dumps(summary, sort_keys=True))
+            truth = outcomes.true_lifts(_flow_definition(record.base_url, record.friendly_id), labels)
+            how = "the sandbox's true assignment" if "true_variant" in frame.columns else "the variant names"
+            expected_note = f"Expected: the flow's splits, matched to the detected labels by {how}."
+    except FlowLabError as exc:  # the flow was deleted or the sandbox stopped meanwhile
+        st.warning(
+            f"The sandbox's view of this flow is not available: {plain(str(exc))}", icon=":material/warning:"
+        )
+    typed = st.session_state.get("analysis_split", "").strip()
+    if typed:
+        try:
+            expected, expected_note = parse_split(typed), "Expected: the split you typed."
+        except ValueError as exc:
+            st.error(plain(str(exc)), icon=":material/error:")
+    return Analysis(
+        record, frame, key, table is not None, note, expected, expected_note, control, labels, truth
+    )
+
+
+# ---- overview and split ---------------------------------------------------------------------------------
+
+
+def show_overview(a: Analysis) -> None:
+    r = a.record
+    st.caption(
+        plain(f"{r.friendly_id} on {r.target} · started {r.created.replace('T', ' ').replace('Z', ' UTC')}")
+        + (f" · {plain(r.source)}" if r.source else "")
+    )
+    if r.status == "running":
+        st.info(
+            "This run is still going: the analysis covers the guests done so far.", icon=":material/sync:"
+        )
+    guests, ok, failed, status = st.columns(4)
+    guests.metric("Guests with a result", f"{r.done:,}", help=f"of {r.total:,} in the sample")
+    ok.metric("Served", f"{r.ok:,}")
+    failed.metric("Failed calls", f"{r.failed:,}")
+    status.metric("Status", r.status)
+
+
+def show_split(a: Analysis) -> None:
+    """Expected vs observed share per variant, the SRM verdict, and the same test per dimension."""
+    frozen = runs.frozen(a.expected)
+    health = runs.split(a.key, a.frame, frozen)
+    kind = verdict_kind(health)
+    icon = {
+        "success": ":material/check_circle:",
+        "warning": ":material/warning:",
+        "error": ":material/error:",
+    }
+    getattr(st, kind)(plain(health.verdict), icon=icon[kind])
+    chart, table = st.columns([2, 3], gap="large")
+    chart.altair_chart(charts.split_chart(health.table), width="stretch", height=300)
+    with table:
+        st.dataframe(split_rows(health.table, a.labels), hide_index=True, width="stretch")
+        st.caption(
+            f"{plain(a.expected_note)} Chi-square test, p = {_p(health.p_value)}; a mismatch is flagged at "
+            "p < 0.001 (GrowthBook, Eppo)."
+        )
+        st.text_input(
+            "Expected split (optional)",
+            key="analysis_split",
+            placeholder="e.g. A=50, B=50",
+            help="Override the expected shares, e.g. for a live tenant whose splits Flow Lab cannot read.",
+        )
+    dims = runs.dimensions(a.key, a.frame)
+    if dims:
+        by_dimension = runs.split_dimensions(a.key, a.frame, tuple(dims), frozen)
+        flagged = int((by_dimension["mismatches"] > 0).sum())
+        label = "Split health per dimension" + (
+            f" · {flagged} with a mismatch" if flagged else " · all healthy"
+        )
+        with st.expander(label, expanded=bool(flagged)):
+            st.dataframe(
+                by_dimension,
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    "worst_p_value": st.column_config.NumberColumn("worst p-value", format="%.4f"),
+                    "worst_share": st.column_config.NumberColumn("its share", format="percent"),
+                    "expected_share": _PERCENT,
+                },
+            )
+            st.caption(
+                "The same test inside each level of each dimension (up to 10 levels; the rest pooled as "
+                "'(other)'). One broken segment can hide inside a healthy total."
+            )
+
+
+def _p(p_value: float) -> str:
+    if not math.isfinite(p_value):
+        return "n/a"
+    return "< 0.001" if p_value < 0.001 else f"{p_value:.3f}"
+
+
+# ---- outcomes -------------------------------------------------------------------------------------------
+
+
+def show_outcomes(a: Analysis) -> None:
+    """Conversion by variant with intervals, and lift vs the control in words and charts."""
+    if not a.has_outcomes:
+        st.info(
+            "Pick outcomes above (the sandbox's simulated conversions, or a CSV of guest → converted, "
+            "revenue) to compare conversion and revenue per variant.",
+            icon=":material/info:",
+        )
+        return
+    table = runs.conversion(a.key, a.frame, a.control)
+    if table.empty:
+        st.warning(
+            "No guest was served a variant, so there is nothing to compare.", icon=":material/warning:"
+        )
+        return
+    rows = table[~table["is_control"]].reset_index(drop=True)
+    for sentence, (_, row) in zip(outcomes.lift_sentences(table), rows.iterrows(), strict=False):
+        significant = float(row["p_value"]) < 0.05 and (row["lift_low"] > 0 or row["lift_high"] < 0)
+        box = st.success if significant and row["lift"] > 0 else st.warning if significant else st.info
+        box(
+            plain(sentence), icon=":material/trending_up:" if row["lift"] >= 0 else ":material/trending_down:"
+        )
+    notes = [a.outcome_note] if a.outcome_note else []
+    control = str(table.loc[table["is_control"], "variant"].iloc[0])
+    for _, row in rows.iterrows():
+        true = a.true_lifts.get(str(row["variant"]))
+        if true is None:
+            continue
+        covered = row["lift_low"] <= true <= row["lift_high"]
+        notes.append(
+            f"The sandbox's truth: {row['variant']} was built to convert {abs(true):.0%} "
+            f"{'better' if true >= 0 else 'worse'} than {control}, "
+            f"{'inside' if covered else 'outside'} the 95% interval of the estimate."
+        )
+    if notes:
+        st.caption(plain(" ".join(notes)))
+    left, right = st.columns(2, gap="large")
+    height = 120 + 40 * len(table)
+    left.altair_chart(charts.conversion_chart(table), width="stretch", height=height)
+    if len(rows):
+        right.altair_chart(charts.lift_chart(table), width="stretch", height=height)
+    st.dataframe(conversion_rows(table), hide_index=True, width="stretch")
+
+
+# ---- breakdowns, offers, latency, errors ----------------------------------------------------------------
+
+
+def show_breakdown(a: Analysis) -> None:
+    dims = runs.dimensions(a.key, a.frame)
+    if not dims:
+        st.caption("This run has no column with a few repeating values to break it down by.")
+        return
+    left, middle, right = st.columns([2, 2, 1])
+    dimension = left.selectbox("Break down by", dims, key="analysis_dimension")
+    values = {"variant": "Variant", "error_type": "Error type"}
+    value = middle.selectbox("Show", list(values), format_func=values.__getitem__, key="analysis_value")
+    levels = int(right.number_input("Levels shown", 2, 50, 10, key="analysis_levels"))
+    table = runs.breakdown(a.key, a.frame, str(dimension), str(value), levels)
+    if table.empty:
+        st.caption("Nothing to show for this choice.")
+        return
+    st.altair_chart(charts.breakdown_chart(table, str(dimension), value=str(value)), width="stretch")
+    st.caption(f"The {levels} biggest levels; the rest are pooled as '(other)'.")
+
+
+def show_offers(a: Analysis) -> None:
+    table = runs.offers(a.key, a.frame)
+    if table.empty:
+        st.caption("No offers were found in the responses.")
+        return
+    st.altair_chart(charts.offers_chart(table), width="stretch")
+
+
+def show_latency(a: Analysis) -> None:
+    summary, histogram = runs.latency(a.key, a.frame)
+    if summary.empty:
+        st.caption("No successful calls yet.")
+        return
+    overall = summary.iloc[-1]
+    p50, p95, p99, worst = st.columns(4)
+    p50.metric("p50", f"{overall['p50']:,.0f} ms")
+    p95.metric("p95", f"{overall['p95']:,.0f} ms")
+    p99.metric("p99", f"{overall['p99']:,.0f} ms")
+    worst.metric("max", f"{overall['max']:,.0f} ms")
+    st.altair_chart(charts.latency_chart(histogram), width="stretch")
+    number = st.column_config.NumberColumn(format="%.1f")
+    st.dataframe(
+        summary,
+        hide_index=True,
+        width="stretch",
+        column_config={c: number for c in ("mean", "p50", "p95", "p99", "max")},
+    )
+
+
+def show_errors(a: Analysis) -> None:
+    table = runs.errors(a.key, a.frame)
+    if table.empty:
+        st.success("No failed calls.", icon=":material/check_circle:")
+        return
+    st.altair_chart(charts.errors_chart(table), width="stretch")
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={"share": _PERCENT, "share_of_errors": st.column_config.NumberColumn(format="percent")},
+    )
+
+
+def show_detection(a: Analysis) -> None:
+    """How often the detected label agrees with the sandbox's true variant (sandbox outcomes only)."""
+    if "true_variant" not in a.frame.columns:
+        st.caption("Needs the sandbox's outcomes, which carry each guest's true variant.")
+        return
+    accuracy = runs.accuracy(a.key, a.frame)
+    if accuracy is None:
+        st.caption("No served guest has a known true variant yet.")
+        return
+    kind = st.success if accuracy >= 0.999 else st.warning
+    kind(
+        f"Detection agrees with the sandbox's true assignment for {accuracy:.1%} of served guests.",
+        icon=":material/verified:",
+    )
+    if a.labels:
+        mapping = pd.DataFrame({"detected label": list(a.labels), "true variant": list(a.labels.values())})
+        st.dataframe(mapping, hide_index=True)
+
+
+# ---- the run table --------------------------------------------------------------------------------------
+
+
+def show_table(a: Analysis) -> None:
+    frame = a.frame
+    dims = runs.dimensions(a.key, frame)
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
+    variants = c1.multiselect(
+        "Variants", runs.levels(a.key, frame, "variant"), key="analysis_filter_variants"
+    )
+    status = c2.selectbox("Calls", ["all", "ok", "failed"], key="analysis_filter_ok")
+    dimension = c3.selectbox("Dimension", ["(none)", *dims], key="analysis_filter_dimension")
+    levels: list[str] = []
+    if dimension != "(none)":
+        choices = runs.levels(a.key, frame, dimension)
+        levels = c4.multiselect(f"{dimension} is", choices, key="analysis_filter_levels")
+    ok = None if status == "all" else status == "ok"
+    filters = (tuple(variants), ok, None if dimension == "(none)" else dimension, tuple(levels))
+    rows, matching = runs.table(a.key, frame, filters, _TABLE_ROWS)
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        height=360,
+        key="analysis_table",
+        column_config={"latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f")},
+    )
+    shown = min(matching, _TABLE_ROWS)
+    st.caption(
+        f"{matching:,} of {len(frame):,} guests match; showing the first {shown:,}. "
+        "Export the whole run (CSV or Parquet) on the Batch run page."
+    )
+
+
+# ---- comparing runs -------------------------------------------------------------------------------------
+
+
+def show_compare(a: Analysis) -> None:
+    others = [r for r in _all_runs() if r.id != a.record.id]
+    if not others:
+        st.caption("Run the flow again (e.g. after changing it) to compare two runs here.")
+        return
+    by_id = {r.id: r for r in others}
+    same_flow = [r.id for r in others if r.friendly_id == a.record.friendly_id]
+    order = same_flow + [i for i in by_id if i not in same_flow]
+    before_id = st.selectbox(
+        "Compare with (before)", order, format_func=lambda i: by_id[i].label, key="analysis_compare"
+    )
+    before = by_id[str(before_id)]
+    before_frame = runs.run_frame(str(before.path), runs.stamp(before.path))
+    key = (a.key, str(before.path), runs.stamp(before.path))
+    result = runs.compare(key, before_frame, a.frame)
+    st.info(plain(result.summary), icon=":material/compare_arrows:")
+    variants, offers = comparison_rows(result)
+    left, right = st.columns(2, gap="large")
+    with left:
+        st.markdown("**Variant shares** (of served guests)")
+        st.dataframe(variants, hide_index=True, width="stretch")
+    with right:
+        st.markdown("**Offers per variant** (share of the variant's guests shown each offer)")
+        st.dataframe(offers, hide_index=True, width="stretch")
+    if result.switched_count:
+        st.markdown(
+            f"**Guests who switched variant** (first {len(result.switched)} of {result.switched_count:,})"
+        )
+        st.dataframe(result.switched, hide_index=True, width="stretch")
