@@ -115,7 +115,7 @@ def main() -> None:
 
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
         at.run()
-        at.switch_page("pages/analysis.py")
+        at.switch_page("app_pages/analysis.py")
         results: list[tuple[str, float]] = []
         timed("first render (loads the run)", at.run, results)
         upload = at.file_uploader(key="analysis_outcomes_csv") if _has(at, "analysis_outcomes_csv") else None

@@ -27,7 +27,7 @@ from flowlab.sandbox import DEMO_CLIENT_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BARE_APP = '''
+BARE_APP = """
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 app = FastAPI()
@@ -35,24 +35,24 @@ app = FastAPI()
 async def call_flows(request: Request) -> Response:
     await request.body()
     return Response('{"variant":"A","decisionOffers":[]}', media_type="application/json")
-'''
+"""
 
 LUA = """
 counter = 0
 request = function()
   counter = counter + 1
-  local body = '{"clientKey":"%s","channel":"WEB","language":"EN","currencyCode":"EUR",' ..
+  local body = '{"clientKey":"CLIENT_KEY","channel":"WEB","language":"EN","currencyCode":"EUR",' ..
     '"pointOfSale":"lumen/de","browserId":"wrk-' .. math.random(1, 1000000000) .. '-' .. counter .. '",' ..
     '"friendlyId":"checkout_ab_test"}'
   return wrk.format("POST", "/v2/callFlows", {["Content-Type"] = "application/json"}, body)
 end
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT rps=%%.1f p50=%%.2f p99=%%.2f errors=%%d non2xx=%%d\\n",
+  io.write(string.format("RESULT rps=%.1f p50=%.2f p99=%.2f errors=%d non2xx=%d\\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     summary.errors.status))
 end
-""" % DEMO_CLIENT_KEY
+""".replace("CLIENT_KEY", DEMO_CLIENT_KEY)
 
 
 def free_port() -> int:
@@ -83,7 +83,13 @@ def wrk(port: int, seconds: int, connections: int, script: Path) -> dict[str, fl
     if not match:
         raise SystemExit(f"could not read wrk output:\n{out.stdout}\n{out.stderr}")
     rps, p50, p99, errors, non2xx = match.groups()
-    return {"rps": float(rps), "p50": float(p50), "p99": float(p99), "errors": int(errors), "non2xx": int(non2xx)}
+    return {
+        "rps": float(rps),
+        "p50": float(p50),
+        "p99": float(p99),
+        "errors": int(errors),
+        "non2xx": int(non2xx),
+    }
 
 
 def main() -> int:

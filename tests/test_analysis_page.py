@@ -33,7 +33,7 @@ def app() -> AppTest:
 
 def run_batch(at: AppTest, n: int, *, seed: int = 42, **text: str) -> None:
     """Run a batch from the Batch run page and wait for it to end."""
-    at.switch_page("pages/batch.py")
+    at.switch_page("app_pages/batch.py")
     at.run()
     for key, value in text.items():
         widget = at.multiselect(key=key) if key == "batch_pos" else at.text_input(key=key)
@@ -52,7 +52,7 @@ def run_batch(at: AppTest, n: int, *, seed: int = 42, **text: str) -> None:
 
 
 def analysis(at: AppTest) -> AppTest:
-    at.switch_page("pages/analysis.py")
+    at.switch_page("app_pages/analysis.py")
     at.run()
     assert not at.exception, at.exception
     return at
@@ -181,7 +181,7 @@ def test_a_run_whose_sandbox_has_stopped_still_opens() -> None:
     ]
     assert any(s.startswith("Healthy split") for s in texts(at.success))
     assert any("equal share for every variant seen" in c for c in texts(at.caption))
-    at.switch_page("pages/batch.py")
+    at.switch_page("app_pages/batch.py")
     at.run()
     assert not at.exception
     resume = [b for b in at.button if b.key in ("batch_resume", "batch_rerun_failed")]

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 def batch_page() -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
-    at.switch_page("pages/batch.py")
+    at.switch_page("app_pages/batch.py")
     at.run()
     assert not at.exception, at.exception
     return at

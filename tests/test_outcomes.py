@@ -67,7 +67,7 @@ def test_sandbox_outcomes_are_keyed_like_the_batch(admin: SandboxAdmin, ab_run: 
     assert set(table["true_variant"]) == {"A – Free shipping", "B – 10% off"}
     assert (table.loc[table["converted"], "revenue"] > 0).all()
     assert (table.loc[~table["converted"], "revenue"] == 0).all()
-    assert 0.02 < table["converted"].mean() < 0.15
+    assert 0.08 < table["converted"].mean() < 0.35  # new guests convert at 10-25% (x the variant lift)
 
 
 def test_demo_guests_join_by_browser_id(tenant: SandboxServer, admin: SandboxAdmin, tmp_path: Path) -> None:

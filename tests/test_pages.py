@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from flowlab.personas import PersonaStore
@@ -18,24 +17,7 @@ from flowlab.targets import Target, TargetStore
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-PAGES = sorted((ROOT / "pages").glob("*.py"))
-
-
-@pytest.fixture(autouse=True)
-def through_app_py(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run app.py on every AppTest run, as a server does once any session has called st.navigation.
-
-    AppTest resets ``PagesManager.uses_pages_directory`` before each run; seeing our ``pages/`` folder, the
-    legacy runner would then execute the page alone. ``ui.target`` catches that and reruns through app.py
-    (tests/test_browser.py checks it on a real server), but the extra rerun would eat button clicks here.
-    """
-    init = PagesManager.__init__
-
-    def navigation_only(self: PagesManager, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", navigation_only)
+PAGES = sorted((ROOT / "app_pages").glob("*.py"))
 
 
 def unescape(markdown: str) -> str:
@@ -69,7 +51,7 @@ def call(at: AppTest) -> AppTest:
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_every_page_renders(page: Path) -> None:  # includes pages added later
     at = start()
-    at.switch_page(f"pages/{page.name}").run()
+    at.switch_page(f"app_pages/{page.name}").run()
     assert not at.exception
     assert not at.error, [e.value for e in at.error]
     assert "SANDBOX" in texts(at.sidebar) and "SANDBOX" in texts(at.main)  # the label, on every page
@@ -199,9 +181,9 @@ def test_a_stopped_sandbox_target_is_explained_not_a_traceback() -> None:
     )
     at = start(target_name="Gone")
     for page in ("preview.py", "compare.py", "history.py", "sandbox.py"):
-        at.switch_page(f"pages/{page}").run()
+        at.switch_page(f"app_pages/{page}").run()
         assert not at.exception, page
-    at.switch_page("pages/sandbox.py").run()
+    at.switch_page("app_pages/sandbox.py").run()
     assert "Cannot connect" in texts(at, "error")
 
 
@@ -217,7 +199,7 @@ def test_save_the_form_as_a_persona() -> None:
 
 def test_compare_two_personas() -> None:
     at = start()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert at.multiselect(key="compare_personas").value == [
         "Lena Vogel",
         "First-time UK visitor (paid search)",
@@ -236,13 +218,13 @@ def test_compare_two_personas() -> None:
 def test_compare_starts_from_the_previewed_persona() -> None:
     at = start()
     at.selectbox(key="persona").set_value("Grace Miller").run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert at.multiselect(key="compare_personas").value == ["Grace Miller", "Lena Vogel"]
 
 
 def test_compare_one_persona_across_flows() -> None:
     at = start()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     at.segmented_control(key="compare_mode").set_value("flows").run()
     at.selectbox(key="compare_persona").set_value("Grace Miller").run()
     at.multiselect(key="compare_flows").set_value(
@@ -262,7 +244,7 @@ def test_history_rerun_and_export() -> None:
     at = start()
     at.selectbox(key="persona").set_value("Grace Miller").run()
     call(at)
-    at.switch_page("pages/history.py").run()
+    at.switch_page("app_pages/history.py").run()
     reruns = [b for b in at.button if str(b.key).startswith("history_rerun_")]
     assert len(reruns) == 1
     reruns[0].click().run()
@@ -277,7 +259,7 @@ def test_history_opens_a_call_in_the_preview() -> None:
     at = start()
     at.selectbox(key="persona").set_value("Grace Miller").run()
     call(at)
-    at.switch_page("pages/history.py").run()
+    at.switch_page("app_pages/history.py").run()
     next(b for b in at.button if str(b.key).startswith("history_load_")).click().run()
     assert not at.exception
     assert at.text_input(key="email").value == "grace.miller@example.com"  # back on the Preview page
@@ -294,7 +276,7 @@ FLOW = {
 
 def test_sandbox_page_lists_flows_and_loads_a_flow_from_json() -> None:
     at = start()
-    at.switch_page("pages/sandbox.py").run()
+    at.switch_page("app_pages/sandbox.py").run()
     flows = at.dataframe[0].value
     assert {"checkout_ab_test", "hero_banner_default", "summer_sale"} <= set(flows["friendlyId"])
     at.text_area(key="sandbox_load_json").set_value(json.dumps(FLOW)).run()
@@ -307,7 +289,7 @@ def test_sandbox_page_lists_flows_and_loads_a_flow_from_json() -> None:
 @pytest.mark.parametrize("kind", ["offer", "decision model", "flow"])
 def test_sandbox_page_examples_load(kind: str) -> None:
     at = start()
-    at.switch_page("pages/sandbox.py").run()
+    at.switch_page("app_pages/sandbox.py").run()
     at.segmented_control(key="sandbox_load_kind").set_value(kind).run()
     at.button(key="sandbox_load_example").click().run()
     assert json.loads(at.text_area(key="sandbox_load_json").value or "")
@@ -318,7 +300,7 @@ def test_sandbox_page_examples_load(kind: str) -> None:
 
 def test_sandbox_page_resets_to_the_demo_data() -> None:
     at = start()
-    at.switch_page("pages/sandbox.py").run()
+    at.switch_page("app_pages/sandbox.py").run()
     at.text_area(key="sandbox_load_json").set_value(
         json.dumps({**FLOW, "friendlyId": "page_test_reset_me"})
     ).run()
@@ -332,7 +314,7 @@ def test_sandbox_page_resets_to_the_demo_data() -> None:
 
 def test_sandbox_page_refuses_bad_json_kindly() -> None:
     at = start()
-    at.switch_page("pages/sandbox.py").run()
+    at.switch_page("app_pages/sandbox.py").run()
     at.text_area(key="sandbox_load_json").set_value('{"friendlyId": "Bad Id", "variants": []}').run()
     at.button(key="sandbox_load").click().run()
     assert not at.exception
@@ -363,7 +345,7 @@ def test_switching_target_clears_target_specific_fields() -> None:
     assert at.selectbox(key="persona").value == ""
     assert not any("Lena Vogel" in option for option in at.selectbox(key="persona").options)  # demo guests
     assert not at.metric  # the sandbox result is gone
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert at.selectbox(key="compare_flow").value is None
 
 

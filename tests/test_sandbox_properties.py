@@ -11,8 +11,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from flowlab.sandbox import DEMO_CLIENT_KEY, SandboxServer
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 FLOWS = ["checkout_ab_test", "hero_banner*", "hero_banner_campaign", "recommendations_3way", "guest_greeting",
@@ -26,8 +32,10 @@ FIELDS = {
     "pointOfSale": st.sampled_from(["lumen/de", "lumen/uk", "unknown", ""]) | json_values,
     "browserId": st.text(max_size=40) | json_values,
     "email": st.sampled_from(["a@b.c", "LENA.VOGEL@example.de", ""]) | json_values,
-    "identifiers": st.fixed_dictionaries({"provider": st.text(max_size=8), "id": st.text(max_size=8)}) | json_values,
-    "params": st.dictionaries(st.sampled_from(["utm", "utm_campaign", "x"]), json_values, max_size=3) | json_values,
+    "identifiers": st.fixed_dictionaries({"provider": st.text(max_size=8), "id": st.text(max_size=8)})
+    | json_values,
+    "params": st.dictionaries(st.sampled_from(["utm", "utm_campaign", "x"]), json_values, max_size=3)
+    | json_values,
 }
 bodies = st.fixed_dictionaries({}, optional=FIELDS) | json_values
 
@@ -38,7 +46,12 @@ def http(sandbox: SandboxServer) -> httpx.Client:
         yield client  # type: ignore[misc]
 
 
-@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(body=bodies)
 def test_no_body_makes_the_sandbox_answer_5xx(http: httpx.Client, body: Any) -> None:
     response = http.post("/v2/callFlows", json=body)
@@ -48,7 +61,12 @@ def test_no_body_makes_the_sandbox_answer_5xx(http: httpx.Client, body: Any) -> 
         assert data["status"] == str(response.status_code) and data["message"]
 
 
-@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(raw=st.binary(max_size=200))
 def test_no_raw_bytes_make_the_sandbox_answer_5xx(http: httpx.Client, raw: bytes) -> None:
     response = http.post("/v2/callFlows", content=raw, headers={"content-type": "application/json"})

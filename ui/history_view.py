@@ -47,7 +47,7 @@ def show_exports(previews: list[Preview]) -> None:
     if message:
         st.success(plain(message), icon=":material/replay:")
     if st.session_state.pop("history_goto_preview", False):
-        st.switch_page("pages/preview.py")
+        st.switch_page("app_pages/preview.py")
     left, right, _ = st.columns([1, 1, 2])
     left.download_button(
         "Export as JSON",

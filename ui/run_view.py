@@ -122,7 +122,7 @@ def _actions(record: RunRecord, target: Target, pacing: dict[str, Any]) -> None:
         )
     rest = columns[len(buttons) :]
     with rest[0]:
-        st.page_link("pages/analysis.py", label="Analyse this run", icon=":material/analytics:")
+        st.page_link("app_pages/analysis.py", label="Analyse this run", icon=":material/analytics:")
     _exports(record, rest[1], rest[2])
     if why and buttons:
         st.caption(plain(why))

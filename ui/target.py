@@ -102,31 +102,8 @@ def _pick(targets: list[Target]) -> Target:
     return found or configured or targets[0]
 
 
-def _ensure_frame() -> None:
-    """Rerun through app.py when Streamlit ran this page without it.
-
-    ``pages/`` is also Streamlit's legacy auto-discovery folder: until some session has called
-    ``st.navigation``, a deep link such as ``/compare`` (the first request after a restart, and every
-    AppTest run after the first) executes the page file alone, with no sidebar, target picker or page
-    config. The legacy runner leaves ``PagesManager.uses_pages_directory`` set while it does that, so
-    switch it off (as ``st.navigation`` itself does) and rerun: the rerun goes through app.py and lands
-    on the same page.
-    """
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a future Streamlit without the legacy runner
-        return
-    if getattr(PagesManager, "uses_pages_directory", False):
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
 def current_target() -> Target:
-    """The target picked in the sidebar (a tenant set by FLOWLAB_BASE_URL/REGION, else the sandbox).
-
-    Every page calls this first; it also makes sure the page runs inside app.py's frame.
-    """
-    _ensure_frame()
+    """The target picked in the sidebar (a tenant set by FLOWLAB_BASE_URL/REGION, else the sandbox)."""
     return _pick(_targets())
 
 

@@ -13,6 +13,7 @@ of milliseconds (measured: p99.9 3.4 ms → 0.4 s pauses; bench/sandbox.py).
 from __future__ import annotations
 
 import copy
+import hashlib
 import random
 import re
 import threading
@@ -52,6 +53,14 @@ _CONDITION_GLOBALS = ("guest", "request", "entity", "pos")
 
 
 _random = random.Random()
+
+
+_GUEST_NAMESPACE = uuid.UUID("6a1d3c8e-5f0b-4b8e-9d3e-2f7c1a9b0c42")
+
+
+def _unit(text: str) -> float:
+    """A stable number in [0, 1) for a string."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
 
 
 def new_ref() -> str:
@@ -320,10 +329,17 @@ class Tenant:
         if ref is not None:
             return self.guests[ref], False
         now = int(time.time() * 1000)
+        if kind == "identifiers":
+            identity = f"identifiers:{value['provider']}:{value['id']}"
+        else:
+            identity = f"{kind}:{str(value).lower() if kind == 'email' else value}"
+        # The ref follows from the identity, so the same guest sample gets the same guests, buckets and
+        # simulated outcomes after a restart. Their hidden base conversion rate is 10-25%: high enough
+        # that a 5,000-guest A/B run measures the demo's built-in lift within about +-10%.
         # Tuples, not lists: a batch creates a guest per request, and tuples of strings drop out of the
         # cyclic GC's bookkeeping (see the module docstring); JSON, templates and scripts see arrays.
         guest: dict[str, Any] = {
-            "ref": new_ref(),
+            "ref": str(uuid.uuid5(_GUEST_NAMESPACE, identity)),
             "guestType": "visitor",
             "firstSeen": now,
             "lastSeen": now,
@@ -333,7 +349,7 @@ class Tenant:
             "dataExtensions": (),
             "orders": (),
             "sessions": (),
-            "sandbox": {"propensity": 0.05},
+            "sandbox": {"propensity": round(0.10 + 0.15 * _unit(identity), 4)},
         }
         with self._lock:
             return self._index_guest(guest), True

@@ -28,7 +28,7 @@ page_header(
 record = run_picker()
 if record is None:
     st.info("No runs yet: start one on the Batch run page.", icon=":material/info:")
-    st.page_link("pages/batch.py", label="Go to Batch run", icon=":material/play_arrow:")
+    st.page_link("app_pages/batch.py", label="Go to Batch run", icon=":material/play_arrow:")
     st.stop()
 analysis = load_analysis(record)
 show_overview(analysis)
