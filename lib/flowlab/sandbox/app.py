@@ -21,7 +21,7 @@ from flowlab import __version__
 from flowlab.sandbox.engine import Engine, Execution, unit_hash
 from flowlab.sandbox.errors import BadRequest, NotFound, SandboxError, Unauthorized, error_body
 from flowlab.sandbox.faults import FaultInjector, Knobs, parse_faults, parse_latency
-from flowlab.sandbox.store import Tenant, public_guest
+from flowlab.sandbox.store import Tenant
 
 __all__ = ["SandboxApp", "create_app"]
 
@@ -163,7 +163,7 @@ def create_app(
             variant = variants.get(variant_ref)
             if variant is None:
                 continue
-            propensity = float(guest.get("sandbox", {}).get("propensity", 0.05))
+            propensity = app.tenant.propensity.get(guest["ref"], 0.05)
             p = min(1.0, propensity * variant.conversion_lift)
             converted = unit_hash("convert", guest["ref"], found.ref) < p
             revenue = (
@@ -199,14 +199,14 @@ def create_app(
             raise BadRequest("limit must be 1–10000 and offset 0 or more")
         total, items = app.tenant.list_guests(limit=limit, offset=offset, browser_id=browserId or None,
                                               email=email or None)  # fmt: skip
-        return {"total": total, "items": [public_guest(g) for g in items]}
+        return {"total": total, "items": items}
 
     @app.get("/sandbox/guests/{guest_ref}", tags=["Sandbox"])
     async def guest(guest_ref: str) -> dict[str, Any]:
         found = app.tenant.guests.get(guest_ref)
         if found is None:
             raise NotFound(f"no guest '{guest_ref}'")
-        return public_guest(found)
+        return found
 
     @app.get("/sandbox/guests/{guest_ref}/tracking", tags=["Sandbox"])
     async def tracking(guest_ref: str) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ import orjson
 from flowlab.sandbox.errors import BadRequest, FlowFailed, NotFound, SandboxError, Unauthorized
 from flowlab.sandbox.freemarker import TemplateError
 from flowlab.sandbox.javascript import ScriptError
-from flowlab.sandbox.store import CompiledFlow, CompiledVariant, Tenant, new_ref, public_guest
+from flowlab.sandbox.store import CompiledFlow, CompiledVariant, Tenant, new_ref
 
 __all__ = ["NO_MATCH_BODY", "Engine", "Execution", "bucket_for", "unit_hash", "validate"]
 
@@ -167,7 +167,6 @@ class Engine:
         guest, created = self.tenant.find_or_create_guest(kind, value)
         guest_ref = str(guest["ref"])
         bucket = bucket_for(guest_ref)
-        visible_guest = public_guest(guest)
         request_ctx = {k: req[k] for k in ("params", "channel", "pointOfSale", "language", "currencyCode")}
         request_ctx["friendlyId"] = req["friendlyId"]
         pos_ctx = self.tenant.points_of_sale.get(pos, {})
@@ -201,9 +200,7 @@ class Engine:
                 "name": variant.name,
                 "buckets": [variant.low, variant.high],
             }
-            passed, filter_value, failure = _conditions(
-                flow, variant, visible_guest, request_ctx, pos_ctx, attempt
-            )
+            passed, filter_value, failure = _conditions(flow, variant, guest, request_ctx, pos_ctx, attempt)
             if failure is not None:
                 break
             if passed:
@@ -229,7 +226,7 @@ class Engine:
         trace["flow"] = _flow_summary(flow)
         trace["variant"] = {"ref": variant.ref, "name": variant.name, "isControl": variant.is_control}
         status, text, offers_used = self._run_variant(
-            flow, variant, visible_guest, request_ctx, pos_ctx, filter_value, bucket, trace
+            flow, variant, guest, request_ctx, pos_ctx, filter_value, bucket, trace
         )
         trace["timings"]["conditionsMs"] = conditions_ms
         trace["timings"]["totalMs"] = (time.perf_counter() - started) * 1000

@@ -41,7 +41,6 @@ __all__ = [
     "Condition",
     "Tenant",
     "new_ref",
-    "public_guest",
 ]
 
 LIVE_STATUSES = frozenset({"LIVE", "PRODUCTION"})
@@ -161,6 +160,7 @@ class Tenant:
             self.model_defs: dict[str, dict[str, Any]] = {}
             self.flows: dict[str, CompiledFlow] = {}
             self.guests: dict[str, dict[str, Any]] = {}
+            self.propensity: dict[str, float] = {}  # hidden: a guest's base conversion rate
             self.by_browser: dict[str, str] = {}
             self.by_email: dict[str, str] = {}
             self.by_identifier: dict[tuple[str, str], str] = {}
@@ -308,7 +308,11 @@ class Tenant:
     # ---- guests --------------------------------------------------------------------------------------
 
     def _index_guest(self, guest: dict[str, Any]) -> dict[str, Any]:
+        """Index a guest; its hidden simulation data moves out, so flows and the admin API never see it."""
         ref = str(guest["ref"])
+        hidden = guest.pop("sandbox", None) or {}
+        if "propensity" in hidden:
+            self.propensity[ref] = float(hidden["propensity"])
         self.guests[ref] = guest
         for browser_id in guest.get("browserIds", []):
             self.by_browser[str(browser_id)] = ref
@@ -336,8 +340,9 @@ class Tenant:
         # The ref follows from the identity, so the same guest sample gets the same guests, buckets and
         # simulated outcomes after a restart. Their hidden base conversion rate is 10-25%: high enough
         # that a 5,000-guest A/B run measures the demo's built-in lift within about +-10%.
-        # Tuples, not lists: a batch creates a guest per request, and tuples of strings drop out of the
-        # cyclic GC's bookkeeping (see the module docstring); JSON, templates and scripts see arrays.
+        # Tuples, not lists, and no nested dicts: a batch creates a guest per request, and a flat dict of
+        # strings and tuples of strings drops out of the cyclic GC's bookkeeping (see the module
+        # docstring); JSON, templates and scripts see arrays.
         guest: dict[str, Any] = {
             "ref": str(uuid.uuid5(_GUEST_NAMESPACE, identity)),
             "guestType": "visitor",
@@ -349,8 +354,9 @@ class Tenant:
             "dataExtensions": (),
             "orders": (),
             "sessions": (),
-            "sandbox": {"propensity": round(0.10 + 0.15 * _unit(identity), 4)},
         }
+        # a flat dict of plain values: once it survives a full collection the GC stops tracking it
+        self.propensity[guest["ref"]] = round(0.10 + 0.15 * _unit(identity), 4)
         with self._lock:
             return self._index_guest(guest), True
 
@@ -421,8 +427,3 @@ class Tenant:
             variant_ref = flows.get(flow_ref)
             if variant_ref is not None:
                 yield self.guests[guest_ref], variant_ref
-
-
-def public_guest(guest: Mapping[str, Any]) -> dict[str, Any]:
-    """A guest as flows and the admin API see it: without the sandbox's hidden simulation data."""
-    return {k: v for k, v in guest.items() if k != "sandbox"}
