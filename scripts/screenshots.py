@@ -10,77 +10,15 @@ Analysis of that run. Exits non-zero if any step fails.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 from playwright.sync_api import Page, sync_playwright
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
+from appdriver import CHROMIUM, CHROMIUM_ARGS, ROOT, choose as pick, settle, start_app
+
 VIEWPORT = {"width": 1400, "height": 900}
 MAX_HEIGHT = 3200
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_app(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``streamlit run app.py`` on a free port; its output goes to ``data_dir/streamlit.log``."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLAB_")}
-    env |= {"FLOWLAB_DATA_DIR": str(data_dir), "FLOWLAB_SANDBOX_PORT": str(free_port())}
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-        "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-    ]  # fmt: skip
-    log_path = data_dir / "streamlit.log"
-    with log_path.open("wb") as log:  # the child keeps its own handle
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"the app did not start:\n{log_path.read_text(errors='replace')}")
-
-
-def settle(page: Page, timeout_ms: int = 20_000) -> None:
-    """Wait until Streamlit has finished the current run (the 'Running…' widget is gone)."""
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms
-    )
-    page.wait_for_timeout(300)
-
-
-def pick(page: Page, key: str, text: str) -> None:
-    """Choose an option in the selectbox with this widget key by typing part of its label."""
-    box = page.locator(f".st-key-{key} input[role='combobox']")
-    box.click()
-    box.fill(text)
-    page.locator("[role='option']", has_text=text).first.click()
-    settle(page)
 
 
 def nav(page: Page, title: str) -> None:

@@ -39,6 +39,15 @@ def fresh_sandbox() -> Iterator[SandboxServer]:
 
 
 @pytest.fixture
+def live_tenant(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
+    """A second sandbox that the app and CLI see as a live tenant (FLOWLAB_BASE_URL + FLOWLAB_CLIENT_KEY)."""
+    with SandboxServer(seed=8) as server:
+        monkeypatch.setenv("FLOWLAB_BASE_URL", server.url)
+        monkeypatch.setenv("FLOWLAB_CLIENT_KEY", server.client_key)
+        yield server
+
+
+@pytest.fixture
 def client(sandbox: SandboxServer) -> Iterator[FlowClient]:
     with FlowClient(base_url=sandbox.url, retries=0) as c:
         yield c

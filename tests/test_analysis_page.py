@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -126,16 +125,7 @@ def test_comparing_two_runs_of_the_same_guests() -> None:
     assert summary.startswith("300 guests were served in both runs; 0 (0.0%) got a different variant.")
 
 
-@pytest.fixture
-def tenant(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
-    """A second sandbox the app sees as a live tenant: no simulated outcomes, no known splits."""
-    with SandboxServer(seed=9) as server:
-        monkeypatch.setenv("FLOWLAB_BASE_URL", server.url)
-        monkeypatch.setenv("FLOWLAB_CLIENT_KEY", server.client_key)
-        yield server
-
-
-def test_a_tenant_run_takes_an_outcomes_csv_and_a_typed_split(tenant: SandboxServer) -> None:
+def test_a_tenant_run_takes_an_outcomes_csv_and_a_typed_split(live_tenant: SandboxServer) -> None:
     at = app()
     at.checkbox(key=f"live_ack::{CONFIGURED_NAME}").check()
     run_batch(at, 200, batch_flow_text="checkout_ab_test", batch_pos="lumen/de")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -62,15 +61,6 @@ def start(at: AppTest, n: int, **widgets: object) -> None:
     at.button(key="batch_start").click()
     at.run()
     assert not at.exception, at.exception
-
-
-@pytest.fixture
-def tenant(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
-    """A second sandbox the app sees as a live tenant (configured through the environment)."""
-    with SandboxServer(seed=8) as server:
-        monkeypatch.setenv("FLOWLAB_BASE_URL", server.url)
-        monkeypatch.setenv("FLOWLAB_CLIENT_KEY", server.client_key)
-        yield server
 
 
 def executions(server: SandboxServer) -> int:
@@ -214,7 +204,7 @@ def test_an_unusable_csv_is_one_clear_error() -> None:
 # ---- a live tenant ---------------------------------------------------------------------------------------
 
 
-def test_a_live_tenant_over_the_threshold_needs_confirmation(tenant: SandboxServer) -> None:
+def test_a_live_tenant_over_the_threshold_needs_confirmation(live_tenant: SandboxServer) -> None:
     at = batch_page()
     assert at.selectbox(key="target_name").value == CONFIGURED_NAME
     assert list(at.segmented_control(key="batch_source").options) == ["Generate", "Upload a CSV"]
@@ -235,13 +225,13 @@ def test_a_live_tenant_over_the_threshold_needs_confirmation(tenant: SandboxServ
     at.run()
     wait_until_stopped(at)
     assert "Done: 300 guests, 300 ok." in texts(at.success)
-    assert executions(tenant) == 300  # the calls went to the tenant
+    assert executions(live_tenant) == 300  # the calls went to the tenant
 
 
 def test_a_small_live_batch_needs_no_confirmation_and_failed_guests_can_be_rerun(
-    tenant: SandboxServer,
+    live_tenant: SandboxServer,
 ) -> None:
-    httpx.put(f"{tenant.url}/sandbox/knobs", json={"faults": "503=0.4"}, timeout=10).raise_for_status()
+    httpx.put(f"{live_tenant.url}/sandbox/knobs", json={"faults": "503=0.4"}, timeout=10).raise_for_status()
     at = batch_page()
     at.checkbox(key=f"live_ack::{CONFIGURED_NAME}").check()
     at.multiselect(key="batch_pos").set_value(["lumen/uk"])
@@ -251,7 +241,7 @@ def test_a_small_live_batch_needs_no_confirmation_and_failed_guests_can_be_rerun
     wait_until_stopped(at)
     (record,) = RunLog().runs()
     assert record.failed > 0
-    httpx.put(f"{tenant.url}/sandbox/knobs", json={"faults": ""}, timeout=10).raise_for_status()
+    httpx.put(f"{live_tenant.url}/sandbox/knobs", json={"faults": ""}, timeout=10).raise_for_status()
     rerun = at.button(key="batch_rerun_failed")
     assert rerun.label == f"Re-run {record.failed:,} failed guests"
     rerun.click()
@@ -259,4 +249,4 @@ def test_a_small_live_batch_needs_no_confirmation_and_failed_guests_can_be_rerun
     wait_until_stopped(at)
     assert "Done: 100 guests, 100 ok." in texts(at.success)
     assert any(f"; {record.failed:,} called in " in c for c in texts(at.caption))  # only the failed ones
-    assert executions(tenant) == 100  # (a faulted call never executes the flow)
+    assert executions(live_tenant) == 100  # (a faulted call never executes the flow)

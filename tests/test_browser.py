@@ -6,31 +6,16 @@ One server and one browser for the module. The app's in-process sandbox listens 
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from appdriver import CHROMIUM, CHROMIUM_ARGS, choose, free_port, start_app
+
 pytestmark = pytest.mark.browser
-
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class App:
@@ -41,42 +26,19 @@ class App:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    port, sandbox_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLAB_")}
-    env |= {
-        "FLOWLAB_DATA_DIR": str(tmp_path_factory.mktemp("data")),
-        "FLOWLAB_SANDBOX_PORT": str(sandbox_port),
-    }
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-        "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-    ]  # fmt: skip
-    log_path = tmp_path_factory.mktemp("log") / "streamlit.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    sandbox_port = free_port()
+    process, url = start_app(tmp_path_factory.mktemp("data"), sandbox_port=sandbox_port)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError(f"streamlit did not start:\n{log_path.read_text(errors='replace')}")
-            time.sleep(0.2)
         yield App(url, f"http://127.0.0.1:{sandbox_port}")
     finally:
         process.kill()
         process.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:
@@ -92,20 +54,6 @@ def page(browser: Browser) -> Iterator[Page]:
         yield page
     finally:
         context.close()
-
-
-def settle(page: Page) -> None:
-    """Wait until Streamlit has finished the current run."""
-    page.wait_for_timeout(250)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
-
-
-def choose(page: Page, key: str, text: str) -> None:
-    box = page.locator(f".st-key-{key} input[role='combobox']")
-    box.click()
-    box.fill(text)
-    page.locator("[role='option']", has_text=text).first.click()
-    settle(page)
 
 
 def test_a_deep_link_first_still_gets_the_frame(app: App, page: Page) -> None:
