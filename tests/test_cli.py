@@ -141,3 +141,50 @@ def test_sandbox_command_rejects_bad_faults() -> None:
 
 def test_sandbox_command_reports_a_busy_port(sandbox: SandboxServer) -> None:
     assert_clean_failure(flowlab("sandbox", "--port", str(sandbox.port)), 1, "cannot listen")
+
+
+def test_a_large_batch_on_a_live_tenant_needs_yes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that is not a Flow Lab sandbox counts as live: over the threshold, --yes is required."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Tenant(BaseHTTPRequestHandler):
+        calls = 0
+
+        def do_GET(self) -> None:  # no /sandbox/info here: a "live" tenant
+            self.send_response(404)
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            Tenant.calls += 1
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b'{"variant": "A"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Tenant)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        guests = tmp_path / "g.csv"
+        guests.write_text("browserId\n" + "\n".join(f"b-{i}" for i in range(5)) + "\n")
+        env = {**os.environ, "FLOWLAB_BATCH_CONFIRM_THRESHOLD": "3"}
+        base = [sys.executable, "-m", "flowlab", "batch", "--base-url", url, "--client-key", "k",
+                "--friendly-id", "x", "--guests", str(guests), "--out", str(tmp_path / "run.csv"), "-q"]  # fmt: skip
+        refused = subprocess.run(
+            base, capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL
+        )
+        assert_clean_failure(refused, 2, "pass --yes to confirm")
+        assert Tenant.calls == 0
+        confirmed = subprocess.run([*base, "--yes"], capture_output=True, text=True, timeout=60, env=env)
+        assert confirmed.returncode == 0, confirmed.stderr
+        assert Tenant.calls == 5
+    finally:
+        server.shutdown()
+        server.server_close()

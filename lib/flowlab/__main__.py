@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flowlab import __version__
-from flowlab.client import FlowClient, status_error
+from flowlab.client import FlowClient, SandboxAdmin, status_error
 from flowlab.config import REGIONS, Settings, load_settings, resolve_base_url
 from flowlab.errors import ConfigError, FlowLabError, RequestValidationError, RunStoreError, SampleError
 from flowlab.models import CHANNELS, CallFlowRequest
@@ -166,6 +166,9 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"{args.guests}: no usable guest rows")
         sys.stderr.write(f"skipping {len(sample.problems)} bad rows; running {len(sample.guests)} guests\n")
     with _target(args, settings) as (base_url, client_key):
+        _confirm_live_batch(
+            base_url, len(sample.guests), settings.batch_confirm_threshold, assume_yes=args.yes
+        )
         options = BatchOptions(
             base_url=base_url,
             client_key=client_key,
@@ -187,6 +190,28 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
         )
     sys.stderr.write(summary.describe() + "\n")
     return 0 if summary.failed == 0 else EXIT_API
+
+
+def _confirm_live_batch(base_url: str, guests: int, threshold: int, *, assume_yes: bool) -> None:
+    """On a live tenant every call is a tracking event in someone's analytics: big batches need a yes."""
+    if assume_yes or guests <= threshold:
+        return
+    with SandboxAdmin(base_url=base_url, timeout=5) as admin:
+        if admin.is_sandbox():
+            return
+    question = (
+        f"{guests:,} calls to {base_url}: each writes a tracking event into that tenant's analytics. "
+        "Go ahead? [y/N] "
+    )
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{guests:,} guests is over FLOWLAB_BATCH_CONFIRM_THRESHOLD ({threshold:,}) on a live tenant: "
+            "pass --yes to confirm"
+        )
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in {"y", "yes"}:
+        raise UsageError("not confirmed; nothing was called")
 
 
 def _add_target(p: argparse.ArgumentParser) -> None:
@@ -246,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     batch.add_argument("--variant-path", help="JSON path to the variant in the body, e.g. variant")
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    batch.add_argument(
+        "--yes", action="store_true", help="confirm a large batch on a live tenant without asking"
+    )
     batch.set_defaults(func=cmd_batch)
     return parser
 
