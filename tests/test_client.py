@@ -172,6 +172,14 @@ def test_async_connection_refused() -> None:
         asyncio.run(main())
 
 
+def test_regions_are_named_choices() -> None:
+    with FlowClient(region="eu") as eu, FlowClient(region="JPE") as jp:
+        assert eu.base_url == "https://api-engage-eu.sitecorecloud.io"
+        assert jp.base_url == "https://api-engage-jpe.sitecorecloud.io"
+    with pytest.raises(ConfigError, match="unknown region 'mars'"):
+        FlowClient(region="mars")
+
+
 def test_bad_options_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="http"):
         FlowClient(base_url="api.example.com")

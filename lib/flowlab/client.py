@@ -93,12 +93,12 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, float(when.timestamp()) - time.time())
 
 
-def _base_url(base_url: str | None) -> str:
-    url = resolve_base_url(base_url=base_url)
+def _base_url(base_url: str | None, region: str | None = None) -> str:
+    url = resolve_base_url(base_url=base_url, region=region)
     if url is None:
         raise ConfigError(
-            "no base URL: pass base_url= (a tenant such as https://api-engage-eu.sitecorecloud.io, "
-            "or a sandbox URL from flowlab.sandbox.serve())"
+            "no base URL: pass region= (eu, us, ap, jpe), base_url= (a tenant such as "
+            "https://api-engage-eu.sitecorecloud.io), or a sandbox URL from flowlab.sandbox.serve()"
         )
     return url
 
@@ -155,13 +155,19 @@ def _connection_error(exc: httpx.TransportError, url: str, request: CallFlowRequ
 
 class _Base:
     def __init__(
-        self, *, base_url: str | None, timeout: float, retries: int, headers: Mapping[str, str] | None
+        self,
+        *,
+        base_url: str | None,
+        region: str | None,
+        timeout: float,
+        retries: int,
+        headers: Mapping[str, str] | None,
     ) -> None:
         if timeout <= 0:
             raise ConfigError(f"timeout must be positive seconds, got {timeout}")
         if retries < 0:
             raise ConfigError(f"retries must be 0 or more, got {retries}")
-        self.base_url = _base_url(base_url)
+        self.base_url = _base_url(base_url, region)
         self.timeout = timeout
         self.retry = RetryPolicy(max_retries=retries)
         self.headers = _headers(headers)
@@ -189,13 +195,14 @@ class FlowClient(_Base):
         self,
         *,
         base_url: str | None = None,
+        region: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         headers: Mapping[str, str] | None = None,
         http_client: httpx.Client | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(base_url=base_url, timeout=timeout, retries=retries, headers=headers)
+        super().__init__(base_url=base_url, region=region, timeout=timeout, retries=retries, headers=headers)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=_timeout(timeout), transport=transport)
 
@@ -263,6 +270,7 @@ class AsyncFlowClient(_Base):
         self,
         *,
         base_url: str | None = None,
+        region: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         headers: Mapping[str, str] | None = None,
@@ -270,7 +278,7 @@ class AsyncFlowClient(_Base):
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(base_url=base_url, timeout=timeout, retries=retries, headers=headers)
+        super().__init__(base_url=base_url, region=region, timeout=timeout, retries=retries, headers=headers)
         self._owns_http = http_client is None
         if http_client is None:
             limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
