@@ -176,3 +176,22 @@ def test_knobs_can_be_changed_live(fresh_sandbox: SandboxServer) -> None:
 def test_unknown_route_uses_the_error_shape(sandbox: SandboxServer) -> None:
     response = httpx.get(f"{sandbox.url}/nope")
     assert response.status_code == 404 and response.json()["code"] == "404"
+
+
+def test_a_template_that_fails_at_run_time_is_a_500_with_the_reason(fresh_sandbox: SandboxServer) -> None:
+    flow = runaway_flow("true")
+    flow["friendlyId"] = "missing_value"
+    flow["variants"][0]["tasks"][1]["input"]["template"] = '{"tier": "${guest.tier}"}'
+    assert httpx.post(f"{fresh_sandbox.url}/sandbox/flows", json=flow).status_code == 201
+    response = call(fresh_sandbox, "missing_value", browserId="template-guest")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["code"] == "500" and "variant 'Only'" in body["message"] and "guest.tier" in body["message"]
+    with SandboxAdmin(base_url=fresh_sandbox.url) as admin:
+        trace = admin.execution(response.headers["X-Flowlab-Execution"])
+        assert trace["outcome"] == "error" and trace["status"] == 500 and "error" in trace["template"]
+        (record,) = admin.tracking(trace["guest"]["ref"])
+    execution = record["arbitraryData"]["flowExecution"]
+    assert record["arbitraryData"]["category"] == "FAILED" and execution["status"] == "ERROR"
+    assert execution["error"] == body["message"]
+    assert call(fresh_sandbox).status_code == 200

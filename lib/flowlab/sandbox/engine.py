@@ -225,14 +225,15 @@ class Engine:
         flow, variant, filter_value = chosen
         trace["flow"] = _flow_summary(flow)
         trace["variant"] = {"ref": variant.ref, "name": variant.name, "isControl": variant.is_control}
-        status, text, offers_used = self._run_variant(
+        text, failure = self._run_variant(
             flow, variant, guest, request_ctx, pos_ctx, filter_value, bucket, trace
         )
+        status, text = (failure.status, json.dumps(failure.body())) if failure else (200, text)
         trace["timings"]["conditionsMs"] = conditions_ms
         trace["timings"]["totalMs"] = (time.perf_counter() - started) * 1000
-        trace.update(status=status, outcome="executed" if status == 200 else "error", body=text)
-        error = None if status == 200 else json.loads(text).get("message")
-        self._record(trace, guest, flow, variant, offers_used, req, error=error)
+        trace.update(status=status, outcome="error" if failure else "executed", body=text)
+        error = failure.message if failure else None
+        self._record(trace, guest, flow, variant, trace["offers"], req, error=error)
         return Execution(ref, status, text, trace)
 
     def _run_variant(
@@ -245,7 +246,8 @@ class Engine:
         filter_value: Any,
         bucket: int,
         trace: dict[str, Any],
-    ) -> tuple[int, str, list[str]]:
+    ) -> tuple[str, FlowFailed | None]:
+        """Decision models, then the template: the body text, or the failure that stopped it."""
         decision_started = time.perf_counter()
         results: list[dict[str, Any]] = []
         offer_refs: list[str] = []
@@ -287,7 +289,7 @@ class Engine:
                     "fix the template in the flow definition (GET /sandbox/flows/{friendlyId} shows it)",
                 )
                 trace["template"] = {"error": str(exc)}
-                return failed.status, json.dumps(failed.body()), trace["offers"]
+                return "", failed
         trace["timings"]["templateMs"] = (time.perf_counter() - template_started) * 1000
         try:
             orjson.loads(text)
@@ -297,7 +299,7 @@ class Engine:
             trace["warnings"].append(
                 f"the template printed text that is not valid JSON ({exc}); sent unchanged"
             )
-        return 200, text, trace["offers"]
+        return text, None
 
     def _record(
         self,
