@@ -29,23 +29,41 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
+# Experiment planning (issue #10) lives in its own module; analysts look for it here too.
+from flowlab.planning import (
+    PlanInputs,
+    detection_power,
+    minimum_detectable_effect,
+    planning_defaults,
+    planning_sentence,
+    power_curve,
+    sample_size,
+)
+
 __all__ = [
     "ALL",
     "MIN_PER_VARIANT",
     "MISSING",
     "OTHER",
     "UNKNOWN_ERROR",
+    "PlanInputs",
     "RunComparison",
     "SplitHealth",
     "breakdown",
     "compare_runs",
     "conversion_by_variant",
     "detection_accuracy",
+    "detection_power",
     "errors_by_type",
     "join_outcomes",
     "latency_histogram",
     "latency_summary",
+    "minimum_detectable_effect",
     "offers_by_variant",
+    "planning_defaults",
+    "planning_sentence",
+    "power_curve",
+    "sample_size",
     "split_health",
     "split_health_by",
     "variant_order",
