@@ -14,6 +14,8 @@ flowlab.analysis never modifies its inputs); the aggregated tables go to ``st.ca
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -133,11 +135,17 @@ def set_current_run(run_id: str | None) -> None:
 
 
 def export_bytes(path: Path, suffix: str) -> bytes:
-    """The run exported as ``.csv`` or ``.parquet`` (written to a temporary file beside the store)."""
-    out = path.with_name(f"export{suffix}")
-    with RunStore.open(path) as store:
-        store.export(out)
+    """The run exported as ``.csv`` (formula cells made safe) or ``.parquet``.
+
+    Written to a temporary file of its own beside the store (mode 0600, in the run's private folder; one
+    per click, so two sessions exporting the same run never share a file), read back, and removed.
+    """
+    fd, name = tempfile.mkstemp(prefix=".export-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    out = Path(name)
     try:
+        with RunStore.open(path) as store:
+            store.export(out)
         return out.read_bytes()
     finally:
         out.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from flowlab.errors import (
     RequestValidationError,
     ServerError,
 )
+from flowlab.redaction import redact_text, redact_url
 
 __all__ = ["Advice", "advise"]
 
@@ -65,8 +66,9 @@ _BAD_REQUEST_HINTS = (
 
 
 def _host(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else url
+    """Scheme and host of a URL, never its userinfo (``user:pass@``) or query."""
+    parts = urlsplit(redact_url(url))
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.netloc else redact_text(url)
 
 
 def _detail(error: APIStatusError) -> str:

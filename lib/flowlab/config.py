@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowlab.errors import ConfigError
+from flowlab.redaction import MASK, WHERE_SECRETS_GO, redact_url, secret_parts
 
 __all__ = ["REGIONS", "Region", "Settings", "load_settings", "resolve_base_url"]
 
@@ -32,8 +33,15 @@ def resolve_base_url(*, base_url: str | None = None, region: str | None = None) 
     """The base URL for a region name or an explicit URL; None means "use the sandbox"."""
     if base_url:
         url = base_url.strip().rstrip("/")
+        shown = redact_url(url) if "://" in url else (MASK if "@" in url else url)
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"base URL '{base_url}' must start with http:// or https://")
+            raise ConfigError(f"base URL '{shown}' must start with http:// or https://")
+        secrets = secret_parts(url)
+        if secrets:
+            them = "them" if len(secrets) > 1 else "it"
+            raise ConfigError(
+                f"base URL '{shown}' carries {' and '.join(secrets)}: remove {them}; {WHERE_SECRETS_GO}"
+            )
         return url
     if region:
         try:
@@ -73,7 +81,10 @@ class Settings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
-        return resolve_base_url(base_url=value) if value else None
+        try:
+            return resolve_base_url(base_url=value) if value else None
+        except ConfigError as exc:
+            raise ConfigError(f"FLOWLAB_BASE_URL: {exc}") from None
 
     @property
     def target_url(self) -> str | None:

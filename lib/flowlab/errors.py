@@ -23,12 +23,17 @@ Callers catch one base and get a message that says what went wrong and what to f
 
 ``APIStatusError.body`` holds the API's error body when it sent one; Sitecore uses
 ``{status, code, message, developerMessage, moreInfoUrl}`` (reference §3.5) and so does the sandbox.
+
+Secrets never travel in an error: every URL in a message, ``str(error)`` and ``APIError.url`` goes through
+``flowlab.redaction`` (userinfo and secret-looking query values become ``***``), whoever builds the error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from flowlab.redaction import redact_text, redact_url
 
 if TYPE_CHECKING:
     from flowlab.models import CallFlowRequest, FlowResponse
@@ -56,6 +61,9 @@ __all__ = [
 
 class FlowLabError(Exception):
     """Base class: ``except FlowLabError`` catches everything the library raises on purpose."""
+
+    def __str__(self) -> str:
+        return redact_text(super().__str__())
 
 
 class ConfigError(FlowLabError):
@@ -108,10 +116,26 @@ class APIError(FlowLabError):
     """Talking to the API failed. ``request`` is the flow request we tried to send, when known."""
 
     def __init__(self, message: str, *, request: CallFlowRequest | None = None, url: str = "") -> None:
-        super().__init__(message)
+        super().__init__(redact_text(message))
         self.message = message
         self.request = request
         self.url = url
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = redact_text(value)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @url.setter
+    def url(self, value: str) -> None:
+        self._url = redact_url(value)
 
 
 class APIConnectionError(APIError):

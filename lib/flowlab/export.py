@@ -3,7 +3,8 @@
 Every export is a faithful copy of what Flow Lab sends (same URL, headers and body), so "it worked in Flow
 Lab" and "it works in my terminal" are the same statement. The client key is not a secret (it is public in
 every browser that runs the site, reference §1.4); Postman exports still move it and the base URL into
-collection variables so one collection serves several tenants.
+collection variables so one collection serves several tenants. The one exception to "faithful": a base URL
+is redacted (``flowlab.redaction``), so a password or token that slipped into one never lands in a snippet.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uuid
 from typing import Any
 
 from flowlab.models import CallFlowRequest
+from flowlab.redaction import redact_url
 
 __all__ = ["to_curl", "to_postman", "to_python"]
 
@@ -26,7 +28,7 @@ def _body_text(request: CallFlowRequest, indent: int | None = 2) -> str:
 
 def to_curl(request: CallFlowRequest, base_url: str) -> str:
     """A ``curl`` command that sends exactly this request (POSIX shell quoting)."""
-    url = base_url.rstrip("/") + _PATH
+    url = redact_url(base_url.rstrip("/") + _PATH)
     body = json.dumps(request.to_body(), ensure_ascii=False)
     return (
         f"curl -sS -X POST {shlex.quote(url)} \\\n"
@@ -43,7 +45,7 @@ def to_python(request: CallFlowRequest, base_url: str) -> str:
         "import httpx\n\n"
         f"body = {_py_literal(body)}\n"
         "response = httpx.post(\n"
-        f"    {base_url.rstrip('/') + _PATH!r},\n"
+        f"    {redact_url(base_url.rstrip('/') + _PATH)!r},\n"
         "    json=body,\n"
         '    headers={"Accept": "application/json"},\n'
         "    timeout=10,\n"
@@ -77,6 +79,7 @@ def to_postman(
 ) -> dict[str, Any]:
     """A Postman Collection v2.1 with ``{{baseUrl}}`` and ``{{clientKey}}`` variables, one item per request."""
     items = [requests] if isinstance(requests, CallFlowRequest) else list(requests)
+    base_url = redact_url(base_url.rstrip("/"))
     client_key = items[0].client_key if items else ""
     collection_items = []
     for req in items:

@@ -3,7 +3,7 @@
 A crash or a second app process in the middle of a save must never leave half a file behind, so writes go
 to a temporary file in the same folder and are moved into place with ``os.replace`` (atomic on POSIX and
 Windows). The file is private to the user (mode 0600): it holds client keys, which are public but still
-nobody else's business.
+nobody else's business; its folder is made 0700 on the way (``flowlab.permissions``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flowlab.errors import ConfigError
+from flowlab.permissions import private_dir
 
 __all__ = ["JsonFile"]
 
@@ -44,7 +45,7 @@ class JsonFile:
     def write(self, data: Any) -> None:
         """Replace the file with ``data`` as JSON, atomically (never a half-written file)."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)  # the data dir: 0700, tightened if an older version left it open
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         except OSError as exc:
             raise ConfigError(f"cannot write {self.path}: {exc.strerror}") from None

@@ -10,6 +10,9 @@ One folder per run (``<id>/``):
 * ``run.json``: what the store does not hold: the run's name, the target's name, whether it is a sandbox,
   the client key (public by design, reference §1.4; needed to resume) and where the guests came from.
 
+Everything here is private to the user: folders 0700, files 0600 from creation (``flowlab.permissions``);
+guest emails and response bodies are nobody else's business.
+
 A run's status comes from its store: ``running`` (a batch holds the file), ``interrupted`` (the store says
 running but nobody holds it: the process died; resume it), ``cancelled`` or ``done``.
 """
@@ -32,6 +35,7 @@ from flowlab.batch import BatchHandle, BatchOptions, start_batch
 from flowlab.config import load_settings
 from flowlab.errors import ConfigError, RunStoreError
 from flowlab.jsonfile import JsonFile
+from flowlab.permissions import PRIVATE_DIR, open_private, private_dir
 from flowlab.runs import RESULT_COLUMNS, RunStore
 from flowlab.samples import GuestRow, GuestSample
 
@@ -95,7 +99,7 @@ def write_sample(sample: GuestSample, path: str | Path) -> Path:
     """Write a sample row by row as JSON lines; ``read_sample`` gives back the same rows and fingerprint."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as out:
+    with open_private(partial) as out:
         header = {"columns": list(sample.columns), "source": sample.source}
         out.write(orjson.dumps(header) + b"\n")
         for g in sample.guests:
@@ -147,6 +151,8 @@ class RunLog:
     """The runs under ``root`` (default ``Settings().data_dir / "runs"``), newest first."""
 
     def __init__(self, root: str | Path | None = None) -> None:
+        #: The data dir when ``root`` is its ``runs`` folder: made private with it.
+        self.data_dir: Path | None = load_settings().data_dir if root is None else None
         self.root = Path(root) if root is not None else load_settings().data_dir / RUNS_DIR
 
     # ---- listing ---------------------------------------------------------------------------------------
@@ -214,7 +220,10 @@ class RunLog:
         """
         run_id = self._new_id(options.friendly_id)
         folder = self.root / run_id
-        folder.mkdir(parents=True)
+        if self.data_dir is not None:
+            private_dir(self.data_dir)
+        private_dir(self.root)
+        folder.mkdir(mode=PRIVATE_DIR)
         try:
             write_sample(sample, folder / _GUESTS)
             JsonFile(folder / _INFO).write(

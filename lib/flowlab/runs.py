@@ -37,7 +37,10 @@ from typing import TYPE_CHECKING, Any, Self
 import orjson
 
 from flowlab import __version__
+from flowlab.csvsafe import safe_table
 from flowlab.errors import RunStoreError
+from flowlab.permissions import create_private, private_dir
+from flowlab.redaction import redact_url
 
 if sys.platform != "win32":
     import fcntl
@@ -187,7 +190,7 @@ class RunMeta:
     def to_record(self) -> dict[str, Any]:
         return {
             "friendlyId": self.friendly_id,
-            "baseUrl": self.base_url,
+            "baseUrl": redact_url(self.base_url),
             "sample": self.sample_fingerprint,
             "total": self.total,
             "defaults": _clean(self.defaults),
@@ -266,7 +269,8 @@ class RunStore:
         path = Path(path)
         if path.exists():
             cls._remove_finished(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent, tighten=False)
+        create_private(path)  # 0600 before SQLite opens it: its -wal and -shm files take the same mode
         store = cls(path, cls._connect(path))
         record = meta.to_record()
         record.update(
@@ -498,7 +502,9 @@ class RunStore:
     def export(self, path: str | Path, *, chunk_rows: int = 20_000) -> Path:
         """Write the results to ``.csv`` (offers as JSON text) or ``.parquet``, chunk by chunk.
 
-        The file appears complete or not at all (written beside it, then renamed).
+        The file appears complete or not at all (written beside it, then renamed), with mode 0600. CSV
+        text cells that a spreadsheet would run as a formula are neutralised (``flowlab.csvsafe``);
+        Parquet keeps every value exactly.
         """
         import pyarrow.csv as pa_csv
         import pyarrow.parquet as pq
@@ -507,12 +513,12 @@ class RunStore:
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".parquet"):
             raise RunStoreError(f"cannot export to '{path.name}': use a .csv or .parquet file name")
-        partial = path.with_name(path.name + ".partial")
+        partial = create_private(path.with_name(path.name + ".partial"))
         writer: Any = None
         try:
             for table in self.batches(chunk_rows=chunk_rows):
                 if suffix == ".csv":
-                    table = _offers_as_json(table)
+                    table = safe_table(_offers_as_json(table))
                     writer = writer or pa_csv.CSVWriter(str(partial), table.schema)
                 else:
                     writer = writer or pq.ParquetWriter(str(partial), table.schema)

@@ -4,7 +4,8 @@ A target is a base URL plus the tenant's client key and default point of sale. T
 ships in every browser that runs the site, reference §1.4), so it may be saved; nothing secret is ever
 written: the file holds only the fields named in ``SAVED_FIELDS``, and anything else found in it (say an
 ``apiToken`` someone pasted in) is dropped on the next save. Secrets belong in environment variables or
-Streamlit secrets.
+Streamlit secrets: a base URL with a password (``user:pass@``) or a secret-looking query parameter
+(``?api_token=``) is refused with a message that says so, and URLs are redacted on the way to the file.
 
 The built-in sandbox is never saved: it runs in-process on a port picked at start-up.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from flowlab.config import REGIONS, Settings, load_settings
 from flowlab.errors import ConfigError, FieldProblem
 from flowlab.jsonfile import JsonFile
+from flowlab.redaction import WHERE_SECRETS_GO, redact_url, secret_parts
 
 __all__ = [
     "CONFIGURED_NAME",
@@ -95,8 +97,18 @@ class Target:
             problems.append(FieldProblem("name", f"'{name}' is reserved: pick another name"))
         url = (base_url or "").strip().rstrip("/")
         region = (region or "").strip().lower() or None
+        secrets = secret_parts(url) if url else []
         if url and not url.startswith(("http://", "https://")):
-            problems.append(FieldProblem("base_url", f"'{url}' must start with https:// (or http://)"))
+            shown = redact_url(url) if "://" in url or "@" not in url else "***"
+            problems.append(FieldProblem("base_url", f"'{shown}' must start with https:// (or http://)"))
+        elif secrets:
+            problems.append(
+                FieldProblem(
+                    "base_url",
+                    f"the base URL carries {' and '.join(secrets)}: remove "
+                    f"{'them' if len(secrets) > 1 else 'it'}; {WHERE_SECRETS_GO}",
+                )
+            )
         elif not url and region is None:
             problems.append(FieldProblem("base_url", "pick a region or enter a base URL"))
         elif not url and region not in REGIONS:
@@ -117,7 +129,7 @@ class Target:
         data = {
             "name": self.name,
             "region": self.region,
-            "baseUrl": self.base_url,
+            "baseUrl": redact_url(self.base_url),
             "clientKey": self.client_key,
             "pointOfSale": self.point_of_sale,
             "isSandbox": self.is_sandbox,
