@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     sandbox_port: int = Field(default=0, ge=0, le=65535, description="Sandbox port; 0 picks a free one")
     sandbox_latency_ms: str = Field(default="0", description="Sandbox latency: N, LOW-HIGH or 'real'")
     sandbox_faults: str = Field(default="", description="Sandbox faults, e.g. 503=0.1,429=0.05")
+    sandbox_admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the sandbox's admin API; needed for writes off loopback"
+    )
     batch_concurrency: int = Field(default=20, ge=1, le=1000, description="Concurrent requests in a batch")
     batch_confirm_threshold: int = Field(
         default=200, ge=0, description="Batches larger than this on a live tenant need confirmation"
