@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +14,15 @@ import pytest
 
 from flowlab.client import SandboxAdmin
 from flowlab.errors import SampleError
-from flowlab.samples import GuestRow, GuestSample, generate_guests, guests_from_sandbox, read_guests
+from flowlab.samples import (
+    MAX_COLUMNS,
+    MAX_FIELD_CHARS,
+    GuestRow,
+    GuestSample,
+    generate_guests,
+    guests_from_sandbox,
+    read_guests,
+)
 from flowlab.sandbox import PERSONAS, SandboxServer
 
 KEY, FLOW = "test-key", "checkout_ab_test"
@@ -166,6 +177,107 @@ def test_malformed_files_raise_one_clear_error(tmp_path: Path, content: bytes, m
 def test_a_missing_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(SampleError, match="no such file"):
         read_guests(tmp_path / "nope.csv")
+
+
+# ---- limits: columns, field size, quoting, linear time -------------------------------------------------
+
+
+def test_a_csv_with_100k_columns_is_refused_fast_with_one_line() -> None:
+    header = "browserId," + ",".join(f"c{i}" for i in range(99_999))
+    text = header + "\n" + "".join(f"b-{i}\n" for i in range(300))  # short rows: each paid for every column
+    started = time.perf_counter()
+    with pytest.raises(SampleError) as raised:
+        read_text(text)
+    elapsed = time.perf_counter() - started
+    assert str(raised.value) == (
+        f"guest sample: line 1: 100,000 columns; a guest sample may have at most {MAX_COLUMNS:,}"
+    )
+    assert elapsed < 2.0  # was about 30 s, and then no error at all
+
+
+def test_short_rows_under_a_wide_header_cost_only_their_own_cells() -> None:
+    """Reading is linear in the file: a row is not padded to the header's width (once O(rows x columns))."""
+    header = "browserId,segment," + ",".join(f"c{i}" for i in range(MAX_COLUMNS - 2))
+    sample = read_text(header + "\nb-1,new\nb-2\n" + "b-3,old," + ",".join("x" * (MAX_COLUMNS - 2)) + "\n")
+    assert [dict(g.extra) for g in sample.guests[:2]] == [{"segment": "new"}, {}]
+    assert len(sample.guests[2].extra) == MAX_COLUMNS - 1 and not sample.problems
+
+
+def test_a_field_over_the_size_cap_is_one_line_naming_row_line_and_column() -> None:
+    big = "x" * (MAX_FIELD_CHARS + 1)
+    with pytest.raises(SampleError) as raised:
+        read_text(f"browserId,note\nb-1,ok\nb-2,{big}\nb-3,ok\n")
+    assert str(raised.value) == (
+        f"guest sample: row 2 (line 3), column note: a field of {MAX_FIELD_CHARS + 1:,} characters; "
+        f"a field may have at most {MAX_FIELD_CHARS:,}"
+    )
+    with pytest.raises(SampleError, match=r"^guest sample: line 1, column 2: a field of 65,537 characters"):
+        read_text(f"browserId,{big}\nb-1,x\n")
+    exactly = read_text(f"browserId,note\nb-1,{'y' * MAX_FIELD_CHARS}\n")
+    assert len(exactly.guests[0].extra["note"]) == MAX_FIELD_CHARS
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (  # the quote runs to the end of the file
+            'browserId,note\nb-1,ok\nb-2,"oops\nb-3,x\nb-4,y\n',
+            "row 2 (line 3), column note: the quoted field that starts on line 3 is never closed; "
+            'add the closing " or remove the opening one',
+        ),
+        (  # ... or meets the next opening quote, which used to swallow the rows in between
+            'browserId,note\nb-1,ok\nb-2,"oops\nb-3,x\nb-4,"y"\n',
+            "row 2 (line 3), column note: the quoted field that starts on line 3 has text after its closing "
+            'quote: is a closing " missing? (Inside quotes, write a quote as "".)',
+        ),
+        (  # a multi-line field that is closed, then one that is not: the line of the second
+            'browserId,note,more\nb-1,"two\nlines","open\nb-2,x\n',
+            "row 1 (line 2), column more: the quoted field that starts on line 3 is never closed",
+        ),
+        (  # in the header
+            'browserId,"note\nb-1,x\n',
+            "line 1, column 2: the quoted field that starts on line 1 is never closed",
+        ),
+        (  # and one so long that it reaches the csv module's own field limit first
+            'browserId,note\nb-1,"' + "z" * 140_000 + "\n",
+            "row 1 (line 2), column note: the quoted field that starts on line 2 runs on for over 65,536 "
+            'characters: is its closing " missing?',
+        ),
+    ],
+)
+def test_an_unterminated_quote_names_the_line_where_its_field_starts(text: str, message: str) -> None:
+    with pytest.raises(SampleError) as raised:
+        read_text(text)
+    assert str(raised.value).startswith(f"guest sample: {message}")
+    assert "\n" not in str(raised.value)
+
+
+def test_quotes_that_are_closed_still_read_as_before() -> None:
+    sample = read_text('browserId,note,size\nb-1,"a, ""quoted"" note",5" screen\nb-2,"multi\nline",\n')
+    assert [dict(g.extra) for g in sample.guests] == [
+        {"note": 'a, "quoted" note', "size": '5" screen'},
+        {"note": "multi\nline", "size": None},
+    ]
+
+
+def test_the_cli_reports_a_wide_csv_and_a_bad_quote_in_one_line(tmp_path: Path) -> None:
+    wide = tmp_path / "wide.csv"
+    wide.write_text("browserId," + ",".join(f"c{i}" for i in range(99_999)) + "\nb-1\n")
+    quote = tmp_path / "quote.csv"
+    quote.write_text('browserId,segment\nb-1,a\nb-2,"b\nb-3,c\n')
+    for path, fragment in (
+        (wide, f"{wide}: line 1: 100,000 columns; a guest sample may have at most 1,000"),
+        (quote, f"{quote}: row 2 (line 3), column segment: the quoted field that starts on line 3 is never"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "flowlab", "batch", "--friendly-id", FLOW, "--guests", str(path),
+             "--out", str(tmp_path / "out.sqlite"), "--quiet"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == f"error: {fragment}" + result.stderr.split(fragment, 1)[1]
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert not (tmp_path / "out.sqlite").exists()
 
 
 # ---- synthetic samples ----------------------------------------------------------------------------------

@@ -11,10 +11,18 @@ Rows are checked with ``CallFlowRequest``'s own rules, so a sample that reads cl
 A bad row does not stop the file: it is skipped and reported as a ``RowProblem``. **Row numbers** count guest
 rows from 1, not counting the header, so row 17 sits on line 18 of the file (and in row 18 of a
 spreadsheet); every message gives both. A file that cannot be used at all raises ``SampleError``.
+
+**Limits.** A guest CSV may have at most ``MAX_COLUMNS`` (1,000) columns and ``MAX_FIELD_CHARS`` (65,536)
+characters in one field; a file past either is refused with one line that names where. Quoting is read
+strictly (RFC 4180): a quote that opens a field and is never closed, or text after a closing quote, is an
+error naming the line where that quoted field starts, instead of silently swallowing the rows after it.
+Reading costs time in proportion to the file's size: a row is worked on only as far as it has cells, so a
+wide header cannot make every short row pay for all its columns.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import hashlib
 import io
@@ -43,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = [
     "IDENTITY_COLUMNS",
     "IDENTITY_KINDS",
+    "MAX_COLUMNS",
+    "MAX_FIELD_CHARS",
     "OVERRIDE_FIELDS",
     "GuestRow",
     "GuestSample",
@@ -60,6 +70,10 @@ OVERRIDE_FIELDS: tuple[str, ...] = ("channel", "pointOfSale", "language", "curre
 IDENTITY_KINDS: tuple[str, ...] = ("browserId", "email", "identifiers")
 #: The columns that say who a guest is; a file needs ``browserId``, ``email`` or both ``identifiers.*``.
 IDENTITY_COLUMNS: tuple[str, ...] = ("browserId", "email", "identifiers.provider", "identifiers.id")
+#: Columns a guest CSV may have: far more than any sample needs, few enough that a broken file is caught early.
+MAX_COLUMNS = 1_000
+#: Characters one field may hold (64 Ki): an ID, an email or a note fit; a runaway quoted field does not.
+MAX_FIELD_CHARS = 65_536
 _PARAMS = "params."
 _KNOWN = {name.lower(): name for name in (*IDENTITY_COLUMNS, *OVERRIDE_FIELDS)}
 _INT = re.compile(r"-?(?:0|[1-9]\d{0,14})")  # longer digit strings are IDs, not numbers: kept as text
@@ -301,9 +315,23 @@ class _Layout:
     params: list[tuple[tuple[str, ...], int]]
     extras: list[tuple[str, int]]
     width: int
+    names: tuple[str, ...]
+
+    @cached_property
+    def _param_ends(self) -> list[int]:
+        return [i for _, i in self.params]
+
+    @cached_property
+    def _extra_ends(self) -> list[int]:
+        return [i for _, i in self.extras]
 
     @classmethod
     def from_header(cls, header: Sequence[str], name: str) -> _Layout:
+        if len(header) > MAX_COLUMNS:
+            raise SampleError(
+                f"{name}: line 1: {len(header):,} columns; a guest sample may have at most {MAX_COLUMNS:,}"
+            )
+        _check_field_sizes(header, None, name, "line 1")
         names = [cell.strip().lstrip("\ufeff") or f"column_{i + 1}" for i, cell in enumerate(header)]
         seen: set[str] = set()
         identity: dict[str, int] = {}
@@ -329,7 +357,7 @@ class _Layout:
             else:
                 extras.append((column, index))
         _check_params(params, name)
-        layout = cls(identity, overrides, params, extras, len(names))
+        layout = cls(identity, overrides, params, extras, len(names), tuple(names))
         layout.check_identity(name, names)
         return layout
 
@@ -351,27 +379,33 @@ class _Layout:
     def row(
         self, number: int, cells: Sequence[str], checker: _Checker, line: int
     ) -> GuestRow | list[RowProblem]:
-        if len(cells) > self.width and any(c.strip() for c in cells[self.width :]):
-            message = f"has {len(cells)} values but the header has {self.width} columns (a stray separator?)"
+        """One data row as a guest, or its problems. The work is in proportion to the cells the row has
+        (a short row is not padded to the header's width; its missing sample columns are left out)."""
+        count = len(cells)
+        if count > self.width and any(c.strip() for c in cells[self.width :]):
+            message = f"has {count} values but the header has {self.width} columns (a stray separator?)"
             return [RowProblem(number, "", message, line)]
 
-        if len(cells) < self.width:
-            cells = [*cells, *[""] * (self.width - len(cells))]
+        def cell(index: int) -> str:
+            return cells[index].strip() if index < count else ""
+
         identity: dict[str, Any] = {}
         for column in ("browserId", "email"):
-            if column in self.identity and (value := cells[self.identity[column]].strip()):
+            if column in self.identity and (value := cell(self.identity[column])):
                 identity[column] = value
         if "identifiers.id" in self.identity:
-            provider = cells[self.identity["identifiers.provider"]].strip()
-            ident = cells[self.identity["identifiers.id"]].strip()
+            provider = cell(self.identity["identifiers.provider"])
+            ident = cell(self.identity["identifiers.id"])
             if provider or ident:
                 identity["identifiers"] = {"provider": provider, "id": ident}
-        fields = {f: v for f, i in self.overrides.items() if (v := cells[i].strip())}
-        params = _nest((path, v) for path, i in self.params if (v := _scalar(cells[i])) is not None)
+        fields = {f: v for f, i in self.overrides.items() if (v := cell(i))}
+        params_here = self.params[: bisect.bisect_left(self._param_ends, count)]
+        params = _nest((path, v) for path, i in params_here if (v := _scalar(cells[i])) is not None)
         problems = checker.problems(identity, fields)
         if problems:
             return [RowProblem(number, p.field, p.message, line) for p in problems]
-        extra = {column: _scalar(cells[i]) for column, i in self.extras}
+        extras_here = self.extras[: bisect.bisect_left(self._extra_ends, count)]
+        extra = {column: _scalar(cells[i]) for column, i in extras_here}
         return _guest_row(number, identity, fields, params, extra)
 
 
@@ -464,33 +498,135 @@ def _read(stream: IO[str], name: str) -> GuestSample:
             f"{name}: looks like JSON, not CSV; give a CSV with a header line such as 'email,segment'"
         )
     delimiter = _sniff_delimiter(first)
-    lines = _chain_first(first, stream)
-    reader = csv.reader(lines, delimiter=delimiter)
+    held: list[str] = []  # the physical lines of the record being read, for messages about quotes
+    reader = csv.reader(_holding(first, stream, held), delimiter=delimiter, strict=True)
+    number = 0
+    layout: _Layout | None = None
     try:
         layout = _Layout.from_header(next(reader), name)
         checker = _Checker()
         guests: list[GuestRow] = []
         problems: list[RowProblem] = []
-        number = 0
+        held.clear()
         for cells in reader:
             if not any(c.strip() for c in cells):
+                held.clear()
                 continue
             number += 1
-            result = layout.row(number, cells, checker, reader.line_num)
+            line = reader.line_num - len(held) + 1  # where the record starts (a quoted field may span lines)
+            held.clear()
+            _check_field_sizes(cells, layout.names, name, f"row {number} (line {line})")
+            result = layout.row(number, cells, checker, line)
             if isinstance(result, GuestRow):
                 guests.append(result)
             else:
                 problems.extend(result)
     except csv.Error as exc:
-        raise SampleError(f"{name}, line {reader.line_num}: not a readable CSV ({exc})") from None
+        raise SampleError(
+            _csv_problem(exc, name, layout, number + 1, reader.line_num, held, delimiter)
+        ) from None
     if number == 0:
         raise SampleError(f"{name}: has a header but no guest rows; add one row per guest")
     return GuestSample(guests, problems, tuple(c for c, _ in layout.extras), name)
 
 
-def _chain_first(first: str, rest: IO[str]) -> Iterator[str]:
+def _holding(first: str, rest: IO[str], held: list[str]) -> Iterator[str]:
+    """The file's lines for ``csv.reader``, each also appended to ``held`` (the reader's caller clears it
+    after every record, so it holds the lines of the record being read)."""
+    held.append(first)
     yield first
-    yield from rest
+    for line in rest:
+        held.append(line)
+        yield line
+
+
+def _check_field_sizes(cells: Sequence[str], names: Sequence[str] | None, name: str, where: str) -> None:
+    """``SampleError`` for a cell over ``MAX_FIELD_CHARS`` (``names``: the header's, None for the header)."""
+    if cells and max(map(len, cells)) > MAX_FIELD_CHARS:
+        index, size = max(enumerate(map(len, cells)), key=lambda pair: pair[1])
+        column = f", column {_column(names, index)}"
+        raise SampleError(
+            f"{name}: {where}{column}: a field of {size:,} characters; a field may have at most "
+            f"{MAX_FIELD_CHARS:,}"
+        )
+
+
+def _csv_problem(
+    exc: csv.Error, name: str, layout: _Layout | None, row: int, line_num: int, held: Sequence[str], sep: str
+) -> str:
+    """One line for a record ``csv.reader`` refused; for quoting, where the quoted field in question starts.
+
+    ``row`` is the guest row being read, ``held`` that record's physical lines (ending at ``line_num``).
+    """
+    start = line_num - len(held) + 1
+    where = f"row {row} (line {start})" if layout is not None else f"line {start}"
+    text = str(exc)
+    quoted = _quoted_field(held, sep)
+    if quoted is not None:
+        opened, index = start + quoted[0], quoted[1]
+        where += f", column {_column(layout.names if layout else None, index)}"
+        if "expected after" in text:
+            return (
+                f"{name}: {where}: the quoted field that starts on line {opened:,} has text after its "
+                'closing quote: is a closing " missing? (Inside quotes, write a quote as "".)'
+            )
+        if "unexpected end of data" in text:
+            return (
+                f"{name}: {where}: the quoted field that starts on line {opened:,} is never closed; "
+                'add the closing " or remove the opening one'
+            )
+        if "field limit" in text:
+            return (
+                f"{name}: {where}: the quoted field that starts on line {opened:,} runs on for over "
+                f'{MAX_FIELD_CHARS:,} characters: is its closing " missing?'
+            )
+    if "field limit" in text:
+        return (
+            f"{name}: {where}: a field of over {MAX_FIELD_CHARS:,} characters; a field may have at most that"
+        )
+    return f"{name}, line {line_num}: not a readable CSV ({text})"
+
+
+def _column(names: Sequence[str] | None, index: int) -> str:
+    """A column for a message: its header name (shortened), else its position."""
+    if names is None or index >= len(names):
+        return f"{index + 1}"
+    column = names[index]
+    return column if len(column) <= 60 else column[:57] + "…"
+
+
+def _quoted_field(lines: Sequence[str], sep: str) -> tuple[int, int] | None:
+    """In a record ``csv.reader`` refused, the quoted field at fault: (line offset where it opens, field
+    index). That is the first one with text after its closing quote, else one still open at the end.
+
+    Scans like the reader (RFC 4180: a quote opens a field only at its start; ``""`` inside is a quote);
+    it runs only on a refused record, so plain Python is fast enough.
+    """
+    opened: tuple[int, int] | None = None
+    in_quotes, at_start, index = False, True, 0
+    for offset, line in enumerate(lines):
+        i, size = 0, len(line)
+        while i < size:
+            if in_quotes:
+                j = line.find('"', i)
+                if j < 0:
+                    break  # the field goes on, on the next line
+                if j + 1 < size and line[j + 1] == '"':
+                    i = j + 2
+                    continue
+                in_quotes, at_start, i = False, False, j + 1
+                if i < size and line[i] not in (sep, "\r", "\n"):
+                    return opened  # text after the closing quote
+                continue
+            char = line[i]
+            if char == '"' and at_start:
+                in_quotes, opened = True, (offset, index)
+            elif char == sep:
+                at_start, index = True, index + 1
+            else:
+                at_start = char in "\r\n"
+            i += 1
+    return opened if in_quotes else None
 
 
 # ---- synthetic and sandbox samples ----------------------------------------------------------------------
