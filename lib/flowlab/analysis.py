@@ -29,7 +29,8 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
-# Experiment planning (issue #10) lives in its own module; analysts look for it here too.
+# Experiment planning and sequential intervals (issue #10) live in their own modules; analysts look for
+# them here too. Those modules import this one lazily, inside functions, so there is no import cycle.
 from flowlab.planning import (
     PlanInputs,
     detection_power,
@@ -38,6 +39,14 @@ from flowlab.planning import (
     planning_sentence,
     power_curve,
     sample_size,
+)
+from flowlab.sequential import (
+    always_valid_interval,
+    always_valid_p_value,
+    peeking_path,
+    peeking_sentence,
+    sequential_conversion,
+    simulate_aa,
 )
 
 __all__ = [
@@ -49,6 +58,8 @@ __all__ = [
     "PlanInputs",
     "RunComparison",
     "SplitHealth",
+    "always_valid_interval",
+    "always_valid_p_value",
     "breakdown",
     "compare_runs",
     "conversion_by_variant",
@@ -60,10 +71,14 @@ __all__ = [
     "latency_summary",
     "minimum_detectable_effect",
     "offers_by_variant",
+    "peeking_path",
+    "peeking_sentence",
     "planning_defaults",
     "planning_sentence",
     "power_curve",
     "sample_size",
+    "sequential_conversion",
+    "simulate_aa",
     "split_health",
     "split_health_by",
     "variant_order",
