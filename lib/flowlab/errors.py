@@ -62,6 +62,9 @@ __all__ = [
 class FlowLabError(Exception):
     """Base class: ``except FlowLabError`` catches everything the library raises on purpose."""
 
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
+
     def __str__(self) -> str:
         return redact_text(super().__str__())
 

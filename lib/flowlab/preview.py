@@ -20,6 +20,7 @@ from flowlab.errors import FlowLabError
 from flowlab.explain import Explanation, explain_trace
 from flowlab.models import CallFlowRequest, FlowResponse
 from flowlab.offers import Offer
+from flowlab.redaction import redact_url
 from flowlab.variants import VariantGuess, detect_variant
 
 __all__ = ["Preview", "run_preview"]
@@ -106,7 +107,7 @@ class Preview:
         record: dict[str, Any] = {
             "at": self.at.isoformat(timespec="seconds"),
             "target": self.target_name,
-            "url": self.url,
+            "url": redact_url(self.url),
             "who": self.who,
             "request": self.request.to_body(),
             "status": self.response.status_code if self.response is not None else None,
