@@ -29,8 +29,9 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
-# Experiment planning and sequential intervals (issue #10) live in their own modules; analysts look for
-# them here too. Those modules import this one lazily, inside functions, so there is no import cycle.
+# Experiment planning, sequential intervals and the timeout budget (issue #10) live in their own modules;
+# analysts look for them here too. Those modules import this one lazily, inside functions: no import cycle.
+from flowlab.budget import budget_sentence, timeout_budget
 from flowlab.planning import (
     PlanInputs,
     detection_power,
@@ -61,6 +62,7 @@ __all__ = [
     "always_valid_interval",
     "always_valid_p_value",
     "breakdown",
+    "budget_sentence",
     "compare_runs",
     "conversion_by_variant",
     "detection_accuracy",
@@ -81,6 +83,7 @@ __all__ = [
     "simulate_aa",
     "split_health",
     "split_health_by",
+    "timeout_budget",
     "variant_order",
     "wilson_interval",
 ]
