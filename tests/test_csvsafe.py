@@ -160,3 +160,12 @@ def test_csv_bytes_for_app_tables_keeps_numbers_and_quotes_text() -> None:
         '"B",0.5,4',
     ]
     assert frame["variant"].iloc[0] == DDE  # the caller's frame is not changed
+
+
+def test_the_app_tables_offer_no_raw_csv_download() -> None:
+    """st.dataframe's own CSV download writes cells verbatim (no neutralising is possible there), so the app
+    turns it off; the run's CSV export on the Batch run page is the safe way out."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["disableDataExport"] is True
