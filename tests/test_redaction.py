@@ -200,3 +200,16 @@ def test_a_batch_to_a_url_with_credentials_is_refused_and_leaks_nowhere(
     for file in tmp_path.rglob("*"):
         if file.is_file():
             assert_clean(file.read_bytes().decode("latin-1"))
+
+
+def test_the_app_says_what_to_fix_when_flowlab_base_url_carries_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FLOWLAB_BASE_URL", SECRET_URL)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    assert not at.exception
+    (error,) = [str(e.value).replace("\\", "") for e in at.error]
+    assert "FLOWLAB_BASE_URL" in error
+    assert_says_where_secrets_go(error)

@@ -203,6 +203,11 @@ def _delete_target(name: str) -> None:
 
 def target_sidebar() -> Target:
     """The sidebar: pick the target, see its label and details, acknowledge live tracking, add tenants."""
+    try:
+        load_settings()
+    except ConfigError as exc:  # e.g. credentials in FLOWLAB_BASE_URL: say what to fix, never a traceback
+        st.error(f"Flow Lab cannot start with these settings. {plain(str(exc))}", icon="⚙️")
+        st.stop()
     targets = _targets()
     target = _pick(targets)
     names = [t.name for t in targets]
