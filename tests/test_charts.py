@@ -245,11 +245,13 @@ def test_public_api() -> None:
     assert set(charts.__all__) == {
         "MAX_CHART_ROWS",
         "breakdown_chart",
+        "budget_chart",
         "conversion_chart",
         "errors_chart",
         "latency_chart",
         "lift_chart",
         "offers_chart",
+        "power_chart",
         "split_chart",
         "variant_scale",
     }

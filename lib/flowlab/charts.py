@@ -23,11 +23,13 @@ from flowlab.analysis import variant_order
 __all__ = [
     "MAX_CHART_ROWS",
     "breakdown_chart",
+    "budget_chart",
     "conversion_chart",
     "errors_chart",
     "latency_chart",
     "lift_chart",
     "offers_chart",
+    "power_chart",
     "split_chart",
     "variant_scale",
 ]
@@ -358,5 +360,102 @@ def errors_chart(errors: pd.DataFrame) -> alt.Chart:
             ],
         )
         .properties(width="container", title=_title("Failed calls by error type"))
+    )
+    return chart
+
+
+# --------------------------------------------------------------------------------------------- planning (#10)
+
+
+def power_chart(
+    curve: pd.DataFrame, *, guests: float | None = None, target_power: float = 0.8
+) -> alt.LayerChart:
+    """Power against guests per variant, with the target power dashed and the run's size marked.
+
+    Takes :func:`flowlab.planning.power_curve`; ``guests`` is the run's guests per variant (the smaller
+    arm), drawn as a vertical rule so the analyst sees where the run stands on the curve.
+    """
+    data = _checked(curve, ["guests_per_variant", "power"], "the power curve")
+    tooltip: list[Any] = [
+        alt.Tooltip("guests_per_variant:Q", title="Guests per variant", format=","),
+        alt.Tooltip("power:Q", title="Power", format=".0%"),
+    ]
+    line = (
+        alt.Chart(data)
+        .mark_line(color=PALETTE[0], strokeWidth=2)
+        .encode(
+            x=alt.X("guests_per_variant:Q", title="Guests per variant"),
+            y=alt.Y("power:Q", title="Power", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+            tooltip=tooltip,
+        )
+    )
+    target = (
+        alt.Chart(pd.DataFrame({"power": [target_power]}))
+        .mark_rule(color=RULE_COLOUR, strokeDash=[4, 4])
+        .encode(y="power:Q", tooltip=[alt.Tooltip("power:Q", title="Target power", format=".0%")])
+    )
+    layers: list[Any] = [line, target]
+    subtitle = f"Dashed: {target_power:.0%} power."
+    if guests is not None:
+        marker = pd.DataFrame({"guests_per_variant": [float(guests)], "label": ["this run"]})
+        layers.append(
+            alt.Chart(marker)
+            .mark_rule(color=ERROR_COLOUR, strokeWidth=2)
+            .encode(
+                x="guests_per_variant:Q",
+                tooltip=[
+                    alt.Tooltip("guests_per_variant:Q", title="This run, guests per variant", format=",")
+                ],
+            )
+        )
+        subtitle += " Red: this run."
+    return alt.LayerChart(
+        layer=layers, width="container", title=_title("Chance to detect the effect", subtitle)
+    )
+
+
+def budget_chart(
+    histogram: pd.DataFrame, *, budget_ms: float = 400.0, variants: Sequence[str] | None = None
+) -> alt.FacetChart:
+    """Latency distribution per variant (one row each) with the timeout budget drawn as a red rule.
+
+    Takes :func:`flowlab.analysis.latency_histogram`; bars right of the rule are guests who would have
+    seen the default experience (:func:`flowlab.budget.timeout_budget` counts them).
+    """
+    data = _checked(histogram, ["variant", "bin_start", "bin_end", "count", "share"], "the latency histogram")
+    order = variant_order(data["variant"].astype(str))
+    bars = (
+        alt.Chart()
+        .mark_bar()
+        .encode(
+            x=alt.X("bin_start:Q", bin="binned", title="Latency (ms)"),
+            x2=alt.X2("bin_end"),
+            y=alt.Y("share:Q", title="Share of calls", axis=alt.Axis(format="%")),
+            color=_colour(variants, data),
+            tooltip=[
+                alt.Tooltip("variant:N", title="Variant"),
+                alt.Tooltip("bin_start:Q", title="From (ms)", format=",.0f"),
+                alt.Tooltip("bin_end:Q", title="To (ms)", format=",.0f"),
+                alt.Tooltip("count:Q", title="Calls", format=","),
+                alt.Tooltip("share:Q", title="Share of the variant's calls", format=".1%"),
+            ],
+        )
+    )
+    rule = (
+        alt.Chart()
+        .mark_rule(color=ERROR_COLOUR, strokeWidth=2, strokeDash=[6, 3])
+        .encode(x=alt.datum(float(budget_ms)), tooltip=[alt.Tooltip("budget_ms:Q", title="Budget (ms)")])
+        .transform_calculate(budget_ms=f"{float(budget_ms)}")
+    )
+    chart: alt.FacetChart = (
+        alt.layer(bars, rule, data=data)
+        .properties(height=90)  # "container" width does not apply inside a facet
+        .facet(row=alt.Row("variant:N", sort=order, title=None))
+        .properties(
+            title=_title(
+                "Latency per variant against the timeout budget",
+                f"Red line: {float(budget_ms):,g} ms; calls to its right would have shown the default.",
+            )
+        )
     )
     return chart
