@@ -236,9 +236,21 @@ def breakdown(
     return analysis.breakdown(_frame, dimension, value=value, max_levels=levels)
 
 
+def _hashable_offers(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with each ``offers`` list as a tuple (a shallow copy; the cached run stays as it is).
+
+    ``flowlab.analysis`` counts offers per distinct cell, which needs hashable cells: with lists it parses
+    100,000 cells one by one (0.3 s), with tuples a few distinct ones.
+    """
+    if "offers" not in frame.columns or frame["offers"].dtype != object:
+        return frame
+    cells = [tuple(v) if isinstance(v, list) else v for v in frame["offers"].tolist()]
+    return frame.assign(offers=pd.Series(cells, index=frame.index, dtype=object))
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def offers(key: tuple[Any, ...], _frame: pd.DataFrame) -> pd.DataFrame:
-    return analysis.offers_by_variant(_frame)
+    return analysis.offers_by_variant(_hashable_offers(_frame))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -269,7 +281,7 @@ def accuracy(key: tuple[Any, ...], _frame: pd.DataFrame) -> float | None:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def compare(key: tuple[Any, ...], _before: pd.DataFrame, _after: pd.DataFrame) -> Any:
-    return analysis.compare_runs(_before, _after)
+    return analysis.compare_runs(_hashable_offers(_before), _hashable_offers(_after))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

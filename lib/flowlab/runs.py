@@ -488,15 +488,27 @@ class RunStore:
             while rows := cursor.fetchmany(chunk_rows):
                 yield layout.table(rows)
 
-    def to_dataframe(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """The results as a DataFrame, one row per guest, sample columns expanded, ``offers`` as lists."""
+    def to_dataframe(self, columns: Sequence[str] | None = None, *, chunk_rows: int = 20_000) -> pd.DataFrame:
+        """The results as a DataFrame, one row per guest, sample columns expanded, ``offers`` as lists.
+
+        Read column by column, not row by row: SQLite folds each column of a chunk into one JSON array
+        (``json_group_array``), orjson parses it in one call and Arrow takes the list, so no tuple is built
+        per row; ``offers`` and the sample columns (``extra``) are parsed once per distinct text, which
+        also gives the sample columns' kinds without a pass over every row's JSON. REAL columns are fetched
+        plainly, since SQLite's JSON prints 15 digits and would round them. At 100,000 guests this is
+        about 4x faster than the row-by-row read (``bench/analysis_page.py``).
+        """
         import pandas as pd
         import pyarrow as pa
 
-        table = pa.concat_tables(list(self.batches(columns)))
+        extra_order = self.meta.extra_columns
+        with self._reader() as conn:
+            read = _ColumnRead.fetch(conn, columns, chunk_rows)
+        layout = _Layout.build(read.extra_kinds(extra_order), columns)
+        table = read.table(layout)
         frame: pd.DataFrame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-        if "offers" in frame.columns:
-            frame["offers"] = frame["offers"].map(lambda v: [] if v is None else list(v))
+        if "offers" in layout.wanted:
+            frame.insert(layout.wanted.index("offers"), "offers", read.offer_lists())
         return frame
 
     def export(self, path: str | Path, *, chunk_rows: int = 20_000) -> Path:
@@ -640,6 +652,127 @@ class _Layout:
                 coerce = _COERCE[kind]
                 data[name] = [coerce(p.get(key)) for p in parsed]
         return pa.Table.from_pydict(data, schema=self.schema).select(self.wanted)
+
+
+#: Columns fetched as plain values: SQLite's JSON prints REALs with 15 significant digits (not round-trip).
+_REAL_COLUMNS = frozenset(c for c, t in _SQL_TYPES.items() if t == "REAL")
+_JSON_TYPES: dict[type, str] = {type(None): "null", int: "integer", float: "real", str: "text"}
+
+
+def _json_type(value: Any) -> str:
+    """The name SQLite's ``json_type`` gives a parsed JSON value (so kinds match ``extra_types()``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return _JSON_TYPES.get(type(value), "text")
+
+
+def _distinct(texts: Sequence[Any]) -> tuple[list[int], list[Any]]:
+    """Codes per row and the distinct texts, in order of first sight (a run repeats a few texts)."""
+    index: dict[Any, int] = {}
+    codes = [index.setdefault(t, len(index)) for t in texts]
+    return codes, list(index)
+
+
+@dataclass(frozen=True)
+class _ColumnRead:
+    """One snapshot of the results, read column by column (why: ``RunStore.to_dataframe``)."""
+
+    values: dict[str, list[Any]]  # result column -> values in row order (``offers`` as JSON text)
+    extra_codes: list[int]  # per row: index into ``extras``
+    extras: list[dict[str, Any]]  # the distinct ``extra`` objects, parsed
+
+    @classmethod
+    def fetch(cls, conn: sqlite3.Connection, columns: Sequence[str] | None, chunk_rows: int) -> _ColumnRead:
+        picked = [c for c in RESULT_COLUMNS if columns is None or c in columns]
+        with_extra = columns is None or any(c not in RESULT_COLUMNS for c in columns)
+        folded = ["row", *(c for c in picked if c != "row" and c not in _REAL_COLUMNS)]
+        plain = [c for c in picked if c in _REAL_COLUMNS]
+        inner = ", ".join([*(f'"{c}"' for c in folded), *(["extra"] if with_extra else [])])
+        outer = ", ".join(
+            [
+                *(f'json_group_array("{c}")' for c in folded),
+                *(["json_group_array(extra)"] if with_extra else []),
+            ]
+        )
+        page = "FROM results WHERE row > ? ORDER BY row LIMIT ?"
+        fold_sql = f"SELECT {outer} FROM (SELECT {inner} {page})"
+        plain_sql = "SELECT " + ", ".join(f'"{c}"' for c in plain) + f" {page}"
+        values: dict[str, list[Any]] = {c: [] for c in [*folded, *plain]}
+        extra_texts: list[Any] = []
+        last = -(2**63)
+        while True:
+            arrays = [orjson.loads(text) for text in conn.execute(fold_sql, (last, chunk_rows)).fetchone()]
+            rows = arrays[0]
+            if not rows:
+                break
+            order = _row_order(rows)
+            for name, array in zip(folded, arrays, strict=False):
+                values[name] += array if order is None else [array[i] for i in order]
+            if with_extra:
+                extra_texts += arrays[-1] if order is None else [arrays[-1][i] for i in order]
+            if plain:  # the same page of the same snapshot, in row order
+                fetched = conn.execute(plain_sql, (last, chunk_rows)).fetchall()
+                for name, column in zip(plain, zip(*fetched, strict=True), strict=True):
+                    values[name] += column
+            last = max(rows)
+            if len(rows) < chunk_rows:
+                break
+        codes, texts = _distinct(extra_texts)
+        extras = [parsed if isinstance(parsed := orjson.loads(t) if t else {}, dict) else {} for t in texts]
+        return cls({c: values[c] for c in picked}, codes, extras)
+
+    def extra_kinds(self, order: Sequence[str]) -> dict[str, str]:
+        """Each sample column's kind, as ``RunStore.extra_types`` would say, from the distinct objects."""
+        found: dict[str, set[str]] = {}
+        for extra in self.extras:
+            for key, value in extra.items():
+                found.setdefault(key, set()).add(_json_type(value))
+        keys = [k for k in order if k in found] + sorted(k for k in found if k not in order)
+        return {k: _json_kind(found[k] - {"null"}) for k in keys}
+
+    def table(self, layout: _Layout) -> pa.Table:
+        """Everything but ``offers`` (see ``offer_lists``) as Arrow, in the layout's order and types."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        arrays: dict[str, pa.Array] = {}
+        for column in layout.columns:
+            if column == "offers":
+                continue
+            values, kind = self.values[column], layout.schema.field(column).type
+            if column == "ok":
+                arrays[column] = pc.not_equal(pa.array(values, pa.int64()), 0)
+            elif column == "finished_at":
+                arrays[column] = pa.array([None if v is None else int(v * 1000) for v in values], kind)
+            else:
+                arrays[column] = pa.array(values, kind)
+        for key, (name, kind_name) in layout.extras.items():
+            coerce = _COERCE[kind_name]
+            distinct = [coerce(extra.get(key)) for extra in self.extras]
+            arrays[name] = pa.array([distinct[c] for c in self.extra_codes], layout.schema.field(name).type)
+        wanted = [c for c in layout.wanted if c != "offers"]
+        return pa.table(
+            {c: arrays[c] for c in wanted}, schema=pa.schema([layout.schema.field(c) for c in wanted])
+        )
+
+    def offer_lists(self) -> pd.Series:
+        """``offers`` as one list per row, each distinct JSON text parsed once (and copied per row)."""
+        import pandas as pd
+
+        codes, texts = _distinct(self.values["offers"])
+        parsed = [orjson.loads(t) if t else [] for t in texts]
+        return pd.Series(list(map(list.copy, map(parsed.__getitem__, codes))), dtype=object)
+
+
+def _row_order(rows: Sequence[int]) -> list[int] | None:
+    """None when a folded page came in row order (as SQLite does); else the positions that sort it."""
+    if all(a < b for a, b in zip(rows, rows[1:], strict=False)):
+        return None
+    return sorted(range(len(rows)), key=rows.__getitem__)
 
 
 def _offers_as_json(table: pa.Table) -> pa.Table:
