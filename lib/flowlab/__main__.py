@@ -123,7 +123,12 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         )
 
     serve_forever(
-        host=args.host, port=args.port, latency_ms=args.latency_ms, faults=args.faults, announce=announce
+        host=args.host,
+        port=args.port,
+        latency_ms=args.latency_ms,
+        faults=args.faults,
+        announce=announce,
+        admin_token=args.admin_token or settings.sandbox_admin_token,
     )
     return 0
 
@@ -241,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--latency-ms", default=None, help="added latency: N, LOW-HIGH, or 'real' (118–970 ms)")
     sb.add_argument(
         "--faults", default=None, help="fault probabilities, e.g. 503=0.1,429=0.05,reset=0.02,hang=0.01"
+    )
+    sb.add_argument(
+        "--admin-token",
+        default=None,
+        help="bearer token the admin API (/sandbox/...) then requires; needed for admin writes when --host "
+        "is not loopback (default: FLOWLAB_SANDBOX_ADMIN_TOKEN, which other users cannot see in ps)",
     )
     sb.set_defaults(func=cmd_sandbox)
 

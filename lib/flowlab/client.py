@@ -24,8 +24,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
+from pydantic import SecretStr
 
-from flowlab.config import resolve_base_url
+from flowlab.config import load_settings, resolve_base_url
 from flowlab.errors import (
     APIConnectionError,
     APIError,
@@ -124,7 +125,9 @@ def _response(
         url=str(raw.request.url),
         request=request,
         attempts=attempts,
-        request_headers={k: v for k, v in raw.request.headers.items()},
+        request_headers={
+            k: "[redacted]" if k.lower() == "authorization" else v for k, v in raw.request.headers.items()
+        },
     )
 
 
@@ -353,10 +356,21 @@ def _browser_ref(response: FlowResponse) -> str:
 
 
 class SandboxAdmin:
-    """The sandbox's admin API (``/sandbox/...``): what it holds, traces, tracking, loading and reset."""
+    """The sandbox's admin API (``/sandbox/...``): what it holds, traces, tracking, loading and reset.
 
-    def __init__(self, *, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    ``admin_token`` (default: the ``FLOWLAB_SANDBOX_ADMIN_TOKEN`` setting; ``""`` for none) is sent as
+    ``Authorization: Bearer`` on every admin call to ``base_url``, and on nothing else: ``is_sandbox()``
+    asks without it, so probing a live tenant never hands it the token.
+    """
+
+    def __init__(
+        self, *, base_url: str, timeout: float = DEFAULT_TIMEOUT, admin_token: str | SecretStr | None = None
+    ) -> None:
         self.base_url = _base_url(base_url)
+        if admin_token is None:
+            admin_token = load_settings().sandbox_admin_token
+        token = admin_token.get_secret_value() if isinstance(admin_token, SecretStr) else admin_token
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.base_url, timeout=_timeout(timeout))
 
     def __enter__(self) -> Self:
@@ -368,24 +382,30 @@ class SandboxAdmin:
     def close(self) -> None:
         self._http.close()
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> FlowResponse:
         started = time.perf_counter()
         try:
-            raw = self._http.request(method, path, **kwargs)
+            raw = self._http.request(method, path, headers=self._auth if auth else None, **kwargs)
         except httpx.TransportError as exc:
             raise _connection_error(exc, self.base_url + path, None) from exc
-        response = _response(raw, started=started, request=None, attempts=1)
+        return _response(raw, started=started, request=None, attempts=1)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
         if not response.ok:
             raise status_error(response)
         return response.json_body
 
     def is_sandbox(self) -> bool:
-        """True when the base URL answers like a Flow Lab sandbox."""
+        """True when the base URL answers like a Flow Lab sandbox (asked without the admin token)."""
         try:
-            info = self.info()
+            response = self._send("GET", "/sandbox/info", auth=False)
         except APIError:
             return False
-        return isinstance(info, dict) and "clientKey" in info
+        if response.status_code == 401:  # a sandbox with an admin token names its realm
+            return 'realm="flowlab-sandbox"' in response.headers.get("www-authenticate", "")
+        info = response.json_body
+        return response.ok and isinstance(info, dict) and "clientKey" in info
 
     def info(self) -> dict[str, Any]:
         return dict(self._json("GET", "/sandbox/info"))
@@ -426,7 +446,7 @@ class SandboxAdmin:
         return dict(self._json("POST", "/sandbox/decision-models", json=dict(model)))
 
     def reset(self) -> dict[str, Any]:
-        return dict(self._json("POST", "/sandbox/reset"))
+        return dict(self._json("POST", "/sandbox/reset", json={}))
 
 
 class BatchTransport:

@@ -7,20 +7,24 @@ error, on any route, uses the one body in ``errors.py``.
 
 from __future__ import annotations
 
-import json
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from flowlab import __version__
+from flowlab.sandbox.access import AdminAccess, AdminGuard, RealApiCors
 from flowlab.sandbox.engine import Engine, Execution, unit_hash
 from flowlab.sandbox.errors import BadRequest, NotFound, SandboxError, Unauthorized, error_body
 from flowlab.sandbox.faults import FaultInjector, Knobs, parse_faults, parse_latency
+from flowlab.sandbox.limits import BodyLimit, parse_json
 from flowlab.sandbox.store import Tenant
 
 __all__ = ["SandboxApp", "create_app"]
@@ -34,6 +38,7 @@ class SandboxApp(FastAPI):
     tenant: Tenant
     engine: Engine
     knobs: Knobs
+    access: AdminAccess
 
 
 def _error(exc: SandboxError) -> JSONResponse:
@@ -47,13 +52,21 @@ def create_app(
     faults: str | None = None,
     strict_pos: bool = False,
     seed: int | None = None,
+    host: str = "127.0.0.1",
+    admin_token: str | SecretStr | None = None,
 ) -> SandboxApp:
-    """A sandbox app on a fresh demo tenant (or ``tenant``), with optional latency and faults."""
+    """A sandbox app on a fresh demo tenant (or ``tenant``), with optional latency and faults.
+
+    ``host`` is the address it will be bound to and ``admin_token`` the admin API's bearer token
+    (``access.py``: who may use ``/sandbox/…``).
+    """
     app = SandboxApp(title="Flow Lab sandbox tenant", version=__version__, docs_url="/sandbox/docs",
                      openapi_url="/sandbox/openapi.json", redoc_url=None)  # fmt: skip
     app.tenant = tenant or Tenant()
     app.engine = Engine(app.tenant, strict_pos=strict_pos)
     app.knobs = Knobs.from_specs(latency_ms, faults, seed)
+    token = SecretStr(admin_token) if isinstance(admin_token, str) else admin_token
+    app.access = AdminAccess(host=host, token=token if token and token.get_secret_value() else None)
     engine, knobs = app.engine, app.knobs
 
     @app.exception_handler(SandboxError)
@@ -64,7 +77,10 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
         body = error_body(exc.status_code, message, f"{request.method} {request.url.path}: {exc.detail}")
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's (RFC 9110)
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
+        return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -85,10 +101,7 @@ def create_app(
 
     @app.get("/v2/callFlows", tags=["Personalize API"], summary="Legacy form: the body as ?message=<json>")
     async def call_flows_get(message: str = "") -> Response:
-        try:
-            body = json.loads(message)
-        except ValueError as exc:
-            raise BadRequest("message must be the request body as JSON", str(exc)) from None
+        body = parse_json(message, "message (the request body as JSON)")
         return answer(engine.execute(body))
 
     @app.get("/v1.2/browser/create.json", tags=["Stream API"], status_code=201)
@@ -242,10 +255,13 @@ def create_app(
         app.tenant.reset()
         return {"status": "OK", "message": "back to the demo data"}
 
+    # outermost last: CORS (real-API routes only) > admin access > body limit > faults > fast path > FastAPI
     app.add_middleware(_CallFlowsFastPath, engine=engine)
     app.add_middleware(FaultInjector, knobs=knobs)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(AdminGuard, access=app.access)
     app.add_middleware(
-        CORSMiddleware,
+        RealApiCors,
         allow_origins=["*"],
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Content-Type", "X-Library-Version", "x-sc-correlation-id"],
@@ -254,12 +270,19 @@ def create_app(
     return app
 
 
+def _allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, APIRoute | Route) and route.path_regex.match(scope["path"]):
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def _call_flows(engine: Engine, raw: bytes) -> tuple[int, bytes, dict[str, str]]:
     """One callFlows request from raw body bytes to (status, body, headers); errors use the one shape."""
     try:
-        execution = engine.execute(orjson.loads(raw))
-    except orjson.JSONDecodeError as exc:
-        return 400, orjson.dumps(error_body(400, "the request body is not valid JSON", str(exc))), {}
+        body = parse_json(raw)  # size and depth limits before the engine runs
+        execution = engine.execute(body)
     except SandboxError as exc:
         return exc.status, orjson.dumps(exc.body()), {}
     return execution.status_code, execution.body.encode(), {"X-Flowlab-Execution": execution.ref}
@@ -294,10 +317,7 @@ class _CallFlowsFastPath:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        data = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest("the body is not valid JSON", str(exc)) from None
+    data = parse_json(await request.body(), "the body")
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return data

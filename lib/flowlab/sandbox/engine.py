@@ -31,6 +31,7 @@ import orjson
 from flowlab.sandbox.errors import BadRequest, FlowFailed, NotFound, SandboxError, Unauthorized
 from flowlab.sandbox.freemarker import TemplateError
 from flowlab.sandbox.javascript import ScriptError
+from flowlab.sandbox.limits import request_summary
 from flowlab.sandbox.store import CompiledFlow, CompiledVariant, Tenant, new_ref
 
 __all__ = ["NO_MATCH_BODY", "Engine", "Execution", "bucket_for", "unit_hash", "validate"]
@@ -173,7 +174,9 @@ class Engine:
         trace: dict[str, Any] = {
             "ref": ref,
             "occurredAt": int(time.time() * 1000),
-            "request": {k: v for k, v in req.items() if k != "identity"} | {"identity": {kind: value}},
+            "request": request_summary(
+                {k: v for k, v in req.items() if k != "identity"} | {"identity": {kind: value}}
+            ),
             "guest": {
                 "ref": guest_ref,
                 "created": created,

@@ -11,17 +11,25 @@ SDK declares for failed callFlows (``FailedCalledFlowsResponse``, reference §3.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 __all__ = [
     "MORE_INFO_URL",
     "BadRequest",
     "Conflict",
     "FlowFailed",
+    "Forbidden",
+    "MisdirectedRequest",
     "NotFound",
+    "PayloadTooLarge",
     "SandboxError",
     "Unauthorized",
+    "UnsupportedMediaType",
     "error_body",
+    "send_error",
 ]
 
 MORE_INFO_URL = "https://doc.sitecore.com/personalize/en/developers/api/call-the-personalize-api.html"
@@ -62,6 +70,12 @@ class Unauthorized(SandboxError):
     status = 401
 
 
+class Forbidden(SandboxError):
+    """The admin API refuses this caller: a page of another origin, or writes on an exposed sandbox."""
+
+    status = 403
+
+
 class NotFound(SandboxError):
     status = 404
 
@@ -70,7 +84,30 @@ class Conflict(SandboxError):
     status = 409
 
 
+class PayloadTooLarge(SandboxError):
+    status = 413
+
+
+class UnsupportedMediaType(SandboxError):
+    status = 415
+
+
+class MisdirectedRequest(SandboxError):
+    """A ``Host`` the admin API does not answer for (DNS rebinding): 421, as RFC 9110 §15.5.20 defines."""
+
+    status = 421
+
+
 class FlowFailed(SandboxError):
     """The flow itself is broken (a condition timed out, the template failed): the tenant's fault, so 5xx."""
 
     status = 500
+
+
+async def send_error(send: Any, exc: SandboxError, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Answer with the error body from raw ASGI middleware (limits, admin access), closing the connection."""
+    body = orjson.dumps(exc.body())
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+             (b"connection", b"close"), *headers]  # fmt: skip
+    await send({"type": "http.response.start", "status": exc.status, "headers": start})
+    await send({"type": "http.response.body", "body": body})

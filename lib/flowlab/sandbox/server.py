@@ -1,7 +1,8 @@
 """Run the sandbox on loopback: in a background thread (app, CLI, notebooks, tests) or in the foreground.
 
 ``SandboxServer`` binds its socket before the thread starts, so ``url`` is known and connectable at once
-(port 0 picks a free port); ``stop()`` ends it, cutting hung fault requests after one second.
+(port 0 picks a free port); ``stop()`` ends it, cutting hung fault requests after one second. Bound to
+anything but loopback, both print a warning on stderr saying what is exposed (``access.exposure_warning``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +18,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import uvicorn
+from pydantic import SecretStr
 
+from flowlab.sandbox.access import exposure_warning
 from flowlab.sandbox.app import SandboxApp, create_app
 from flowlab.sandbox.faults import ResetConnection
 
@@ -50,6 +54,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _warn_if_exposed(app: SandboxApp) -> None:
+    warning = exposure_warning(app.access.host, has_token=app.access.token is not None)
+    if warning:
+        sys.stderr.write(warning)
+        sys.stderr.flush()
+
+
 def _config(app: SandboxApp, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -78,8 +89,12 @@ class SandboxServer:
         seed: int | None = None,
         app: SandboxApp | None = None,
         log_level: str = "warning",
+        admin_token: str | SecretStr | None = None,
     ) -> None:
-        self.app = app or create_app(latency_ms=latency_ms, faults=faults, seed=seed)
+        self.app = app or create_app(
+            latency_ms=latency_ms, faults=faults, seed=seed, host=host, admin_token=admin_token
+        )
+        self.app.access.host = host
         self._host = host
         self._port = port
         self._log_level = log_level
@@ -106,6 +121,7 @@ class SandboxServer:
         if self._thread is not None:
             return self
         self._sock = _bind(self._host, self._port)
+        _warn_if_exposed(self.app)
         self._server = uvicorn.Server(_config(self.app, self._log_level))
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, name="flowlab-sandbox", daemon=True
@@ -147,14 +163,16 @@ def serve_forever(
     latency_ms: str | None = None,
     faults: str | None = None,
     announce: Callable[[str], None] | None = None,
+    admin_token: str | SecretStr | None = None,
 ) -> None:
     """Serve in the foreground until Ctrl+C (``python -m flowlab sandbox``); ``announce(url)`` once bound."""
     sock = _bind(host, port)
-    app = create_app(latency_ms=latency_ms, faults=faults)
+    app = create_app(latency_ms=latency_ms, faults=faults, host=host, admin_token=admin_token)
     # The demo data lives as long as the process: keep it out of every garbage collection. Only here,
     # where the sandbox owns the process; the in-thread sandbox never changes its host's GC.
     gc.freeze()
     if announce is not None:
         announce(f"http://{host}:{sock.getsockname()[1]}")
+    _warn_if_exposed(app)
     server = uvicorn.Server(_config(app, "info"))
     server.run(sockets=[sock])
