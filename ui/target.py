@@ -46,6 +46,7 @@ def sandbox_server() -> SandboxServer:
         port=settings.sandbox_port,
         latency_ms=settings.sandbox_latency_ms,
         faults=settings.sandbox_faults or None,
+        admin_token=settings.sandbox_admin_token,
     ).start()
 
 
