@@ -49,7 +49,8 @@ def safe_table(table: pa.Table) -> pa.Table:
             risky = pc.and_not(
                 pc.match_substring_regex(column, _FORMULA), pc.match_substring_regex(column, _NUMBER)
             )
-            column = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
+            if pc.any(risky).as_py():  # most chunks have none: no copy of a 100 MB body column for them
+                column = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
         columns.append(column)
     names = [safe_cell(name) for name in table.column_names]
     return pa.Table.from_arrays(columns, names=names)
