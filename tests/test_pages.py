@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from flowlab.personas import PersonaStore
+from flowlab.sandbox import SandboxServer
 from flowlab.targets import Target, TargetStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +75,37 @@ def test_pick_a_demo_persona_and_call() -> None:
     assert "Condition utm_campaign_present did not pass" in why
     assert at.json and at.json[0].value  # the exact JSON, as a collapsible tree
     assert any('"decisionOffers"' in c.value for c in at.code if c.language == "json")
+
+
+def test_first_visit_call_flow_shows_offers() -> None:
+    """Issue #8: the page says "pick a persona, press Call flow", so one press must be enough."""
+    at = start()
+    assert at.selectbox(key="persona").value == "Lena Vogel"  # a demo persona, and its fields, are filled in
+    assert at.text_input(key="browser_id").value == "723972bd-4406-5d84-9ea1-3dc4d895dd08"
+    assert at.selectbox(key="friendly_id").value == "hero_banner*"
+    call(at)
+    assert not at.error, texts(at, "error")
+    cards = "".join(h.value for h in at.html)
+    assert 'class="fl-card"' in cards and "Your VIP lounge" in cards
+    assert {m.label: m.value for m in at.metric}["Status"] == "200 OK"
+
+
+def test_first_visit_on_a_live_tenant_preselects_nothing_and_says_what_to_fill_in(
+    live_tenant: SandboxServer,
+) -> None:
+    at = start()
+    assert at.selectbox(key="persona").value == ""  # the sandbox's demo guests do not exist there
+    assert at.text_input(key="browser_id").value == ""
+    guidance = texts(at, "info")
+    assert "Flow (friendlyId)" in guidance and "Point of sale" in guidance and "Browser ID" in guidance
+    assert "acknowledgement in the sidebar" in guidance
+    at = start(friendly_id="checkout_ab_test", pos="lumen/de")  # typed in: a tenant's flows are not listed
+    at.checkbox(key="live_ack::Configured tenant (env)").check().run()
+    guidance = texts(at, "info")
+    assert "fill in Browser ID (or press New ID), then press" in guidance  # only what is still missing
+    at.text_input(key="browser_id").set_value("live-first-visit").run()
+    call(at)
+    assert {m.label: m.value for m in at.metric}["Status"] == "200 OK"
 
 
 def test_the_form_sends_exactly_one_identity() -> None:
@@ -343,6 +375,8 @@ def test_switching_target_clears_target_specific_fields() -> None:
     assert at.selectbox(key="pos").value == "acme/ie"  # the tenant's default point of sale
     assert at.selectbox(key="friendly_id").value is None  # no sandbox flow on a tenant
     assert at.selectbox(key="persona").value == ""
+    assert at.text_input(key="browser_id").value == ""  # a demo guest's identity means nothing there
+    assert at.selectbox(key="channel").value == "WEB" and at.selectbox(key="language").value == ""
     assert not any("Lena Vogel" in option for option in at.selectbox(key="persona").options)  # demo guests
     assert not at.metric  # the sandbox result is gone
     at.switch_page("app_pages/compare.py").run()

@@ -18,7 +18,7 @@ from flowlab.catalog import FlowSummary
 from flowlab.errors import FieldProblem, FlowLabError, RequestValidationError
 from flowlab.models import CHANNELS, CallFlowRequest
 from flowlab.params import UTM_FIELDS, merge_params, params_to_rows, rows_to_params, utm_from_url, utm_params
-from flowlab.personas import Persona, PersonaStore
+from flowlab.personas import Persona, PersonaStore, demo_personas, starter_persona
 from flowlab.preview import Preview, run_preview
 from flowlab.targets import Target, TargetStore
 from ui import history
@@ -43,6 +43,7 @@ __all__ = [
     "form_request",
     "general_problems",
     "load_persona",
+    "missing_fields",
     "persona_picker",
     "save_persona_popover",
     "send",
@@ -50,6 +51,11 @@ __all__ = [
 ]
 
 _IDENTITY_LABELS = {"browserId": "Browser ID", "email": "Email", "identifiers": "Identifier"}
+# what picking a persona fills in (besides the point of sale)
+_PERSONA_FIELDS = (
+    "identity_kind", "browser_id", "email", "identifier_provider", "identifier_id", "channel", "language",
+    "currency",
+)  # fmt: skip
 # wire field (from validation problems) → the form slot that shows it
 _SLOTS = {
     "friendlyId": "friendly_id",
@@ -76,8 +82,40 @@ _PARAMS_HELP = (
 # ---- state --------------------------------------------------------------------------------------------
 
 
+def _starter(target: Target) -> None:
+    """A first visit to the sandbox starts with a demo persona filled in (values already set win).
+
+    The page says "pick a persona, press Call flow"; with nothing picked, that first press only answered
+    "Nothing was sent: fix the fields". A tenant gets no demo persona: those guests do not exist there.
+    """
+    state = st.session_state
+    if not target.is_sandbox or "persona" in state:
+        return
+    try:
+        persona = PersonaStore().get(starter_persona().name) or starter_persona()
+    except FlowLabError:  # an unreadable personas file: the demo persona itself
+        persona = starter_persona()
+    state["persona"] = persona.name
+    filled = {
+        "identity_kind": persona.identity_kind,
+        "browser_id": persona.browser_id or "",
+        "email": persona.email or "",
+        "identifier_provider": persona.identifier.provider if persona.identifier else "",
+        "identifier_id": persona.identifier.id if persona.identifier else "",
+        "channel": persona.channel,
+        "pos": persona.point_of_sale or None,
+        "language": persona.language or "",
+        "currency": persona.currency or "",
+    }
+    for key, value in filled.items():
+        state.setdefault(key, value)
+    if "params_base" not in state:
+        _set_params(persona.params)
+
+
 def _defaults(target: Target) -> None:
     state = st.session_state
+    _starter(target)
     recent = [] if target.is_sandbox else friendly_id_options(target, [])
     state.setdefault("friendly_id", "hero_banner*" if target.is_sandbox else (recent[0] if recent else None))
     state.setdefault("channel", "WEB")
@@ -103,6 +141,10 @@ def prepare_form(target: Target) -> None:
     previous = state.get("form_target")
     state["form_target"] = target.name
     if previous is not None and previous != target.name:
+        if state.get("persona") in {p.name for p in demo_personas()}:  # a sandbox guest: not on a tenant
+            for key in _PERSONA_FIELDS:
+                state.pop(key, None)
+            _set_params({})
         for key in ("friendly_id", "pos", "persona", "preview", "form_problems"):
             state.pop(key, None)
     _defaults(target)
@@ -177,6 +219,32 @@ def _group(problems: Sequence[FieldProblem]) -> dict[str, list[str]]:
         slot = _SLOTS.get(problem.field.split(".")[0], "")
         grouped.setdefault(slot, []).append(problem.message)
     return grouped
+
+
+def missing_fields(target: Target) -> list[str]:
+    """What the form still needs before a call makes sense, as the fields are labelled on screen.
+
+    For the hint beside an empty form (a tenant's first visit has no persona to pick): the flow, the point
+    of sale (required on direct calls, reference §2.1) and the chosen identity.
+    """
+    state = st.session_state
+    missing: list[str] = []
+    if not live_call_allowed(target):
+        missing.append("the acknowledgement in the sidebar")
+    if not str(state.get("friendly_id") or "").strip():
+        missing.append("Flow (friendlyId)")
+    if not str(state.get("pos") or "").strip():
+        missing.append("Point of sale")
+    kind = state.get("identity_kind") or "browserId"
+    if kind == "browserId" and not str(state.get("browser_id") or "").strip():
+        missing.append("Browser ID (or press New ID)")
+    elif kind == "email" and not str(state.get("email") or "").strip():
+        missing.append("Email")
+    elif kind == "identifiers" and not (
+        str(state.get("identifier_provider") or "").strip() and str(state.get("identifier_id") or "").strip()
+    ):
+        missing.append("Provider and ID of the identifier")
+    return missing
 
 
 def general_problems() -> list[str]:

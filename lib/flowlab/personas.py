@@ -21,7 +21,7 @@ from flowlab.errors import ConfigError
 from flowlab.jsonfile import JsonFile
 from flowlab.models import CallFlowRequest, Identifier
 
-__all__ = ["PERSONAS_FILE", "Persona", "PersonaError", "PersonaStore", "demo_personas"]
+__all__ = ["PERSONAS_FILE", "Persona", "PersonaError", "PersonaStore", "demo_personas", "starter_persona"]
 
 PERSONAS_FILE = "personas.json"
 _IDENTITY_KINDS = ("browserId", "email", "identifiers")
@@ -157,6 +157,15 @@ def demo_personas() -> list[Persona]:
     from flowlab.sandbox.demo import PERSONAS
 
     return [Persona.from_json(p, demo=True) for p in PERSONAS]
+
+
+def starter_persona() -> Persona:
+    """The demo persona a first visit to the sandbox starts with, so the first press of Call flow shows offers.
+
+    Lena Vogel: a known gold-tier guest that every live demo flow answers with offers (``hero_banner*``
+    gives her the VIP lounge). Only for the sandbox: the demo guests do not exist on a real tenant.
+    """
+    return demo_personas()[0]
 
 
 class PersonaStore:
