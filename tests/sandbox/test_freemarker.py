@@ -713,7 +713,7 @@ def test_template_error_attributes() -> None:
     e2 = TemplateError("msg", 3, 4)
     assert str(e2) == "line 3, column 4: msg"
     assert issubclass(TemplateError, Exception)
-    assert sorted(fm.__all__) == ["Template", "TemplateError", "render"]
+    assert sorted(fm.__all__) == ["Template", "TemplateError", "TemplateLimitError", "render"]
 
 
 def test_non_string_source_is_a_template_error() -> None:

@@ -96,13 +96,13 @@ def create_app(
     @app.post("/v2/callFlows", tags=["Personalize API"], summary="Execute an experience or experiment")
     async def call_flows(request: Request) -> Response:
         """Documented here; served by ``_CallFlowsFastPath`` (the same ``_call_flows`` function)."""
-        status, body, headers = _call_flows(engine, await request.body())
+        status, body, headers = await _call_flows(engine, await request.body())
         return Response(body, status_code=status, media_type=_JSON, headers=headers)
 
     @app.get("/v2/callFlows", tags=["Personalize API"], summary="Legacy form: the body as ?message=<json>")
     async def call_flows_get(message: str = "") -> Response:
         body = parse_json(message, "message (the request body as JSON)")
-        return answer(engine.execute(body))
+        return answer(await engine.execute_async(body))
 
     @app.get("/v1.2/browser/create.json", tags=["Stream API"], status_code=201)
     async def browser_create(client_key: str = "", message: str = "{}") -> JSONResponse:
@@ -278,11 +278,14 @@ def _allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> list[str]
     return sorted(methods)
 
 
-def _call_flows(engine: Engine, raw: bytes) -> tuple[int, bytes, dict[str, str]]:
-    """One callFlows request from raw body bytes to (status, body, headers); errors use the one shape."""
+async def _call_flows(engine: Engine, raw: bytes) -> tuple[int, bytes, dict[str, str]]:
+    """One callFlows request from raw body bytes to (status, body, headers); errors use the one shape.
+
+    The request's guest code runs in a worker process (engine.py, workers.py): the loop only awaits it.
+    """
     try:
         body = parse_json(raw)  # size and depth limits before the engine runs
-        execution = engine.execute(body)
+        execution = await engine.execute_async(body)
     except SandboxError as exc:
         return exc.status, orjson.dumps(exc.body()), {}
     return execution.status_code, execution.body.encode(), {"X-Flowlab-Execution": execution.ref}
@@ -309,7 +312,7 @@ class _CallFlowsFastPath:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        status, body, extra = _call_flows(self.engine, b"".join(chunks))
+        status, body, extra = await _call_flows(self.engine, b"".join(chunks))
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers.extend((k.lower().encode(), v.encode()) for k, v in extra.items())
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -498,6 +498,11 @@ class DecisionModel:
         return f"<DecisionModel {self.name!r} ({counts})>"
 
     @property
+    def scripts(self) -> list[tuple[str, Script]]:
+        """(node name, script) of the programmables, in evaluation order."""
+        return [(p.name, p.script) for p in self._programmables]
+
+    @property
     def node_ids(self) -> list[str]:
         """Node ids in evaluation order."""
         return [p.id for p in self._programmables] + [t.id for t in self._tables]
@@ -515,8 +520,13 @@ class DecisionModel:
         pos: Mapping[str, Any] | None = None,
         bucket: int | None = None,
         entity: Mapping[str, Any] | None = None,
+        before_script: Callable[[int, Script], None] | None = None,
     ) -> ModelResult:
-        """Run the programmables, then the tables; a failing script is a node error, never an exception."""
+        """Run the programmables, then the tables; a failing script is a node error, never an exception.
+
+        ``before_script(i, script)`` is called before programmable ``i`` runs (the guest-code worker marks
+        its steps and refuses quarantined scripts there); what it raises propagates.
+        """
         scope: dict[str, Any] = {"guest": guest, "request": request, "pos": pos, "entity": entity}
         nodes: list[dict[str, Any]] = []
         logs: list[str] = []
@@ -528,7 +538,9 @@ class DecisionModel:
             values: dict[str, Any] = dict(scope)
             if len(self._programmables) > 1 and guest is not None:
                 values["guest"] = SharedJSON(guest)  # encoded and parsed once for all programmables
-            for node in self._programmables:
+            for position, node in enumerate(self._programmables):
+                if before_script is not None:
+                    before_script(position, node.script)
                 started = time.perf_counter()
                 try:
                     result = node.script.run(values)

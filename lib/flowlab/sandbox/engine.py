@@ -22,19 +22,41 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 import orjson
 
+from flowlab.errors import FlowLabError
+from flowlab.sandbox.decisions import DecisionModel
 from flowlab.sandbox.errors import BadRequest, FlowFailed, NotFound, SandboxError, Unauthorized
-from flowlab.sandbox.freemarker import TemplateError
-from flowlab.sandbox.javascript import ScriptError
+from flowlab.sandbox.freemarker import MAX_OUTPUT, TIME_LIMIT_S, Template, TemplateError, TemplateLimitError
+from flowlab.sandbox.javascript import Script, ScriptError, ScriptRuntime
 from flowlab.sandbox.limits import request_summary
-from flowlab.sandbox.store import CompiledFlow, CompiledVariant, Tenant, new_ref
+from flowlab.sandbox.store import CompiledFlow, CompiledVariant, Tenant, code_key, new_ref
+from flowlab.sandbox.workers import WorkerError, WorkerPool, WorkerTimeout, shared_pool, step
 
-__all__ = ["NO_MATCH_BODY", "Engine", "Execution", "bucket_for", "unit_hash", "validate"]
+__all__ = [
+    "NO_MATCH_BODY",
+    "SCRIPT_HARD_LIMIT_S",
+    "TEMPLATE_HARD_LIMIT_S",
+    "Engine",
+    "Execution",
+    "bucket_for",
+    "compile_condition",
+    "compile_model",
+    "compile_template",
+    "keep",
+    "run_stage",
+    "unit_hash",
+    "validate",
+]
+
+#: A script run QuickJS did not stop (its own limit is 50 ms of CPU) is killed with its worker at this age.
+SCRIPT_HARD_LIMIT_S: Final = 0.5
+#: A render the template's own time limit (freemarker.TIME_LIMIT_S) did not stop is killed at this age.
+TEMPLATE_HARD_LIMIT_S: Final = 1.0
 
 NO_MATCH_BODY = '{"message":"No matching variant"}'
 _IDENTITY = ("browserId", "email", "identifiers")
@@ -138,14 +160,62 @@ def validate(body: Any, tenant: Tenant) -> dict[str, Any]:
 
 
 class Engine:
-    """Runs requests against one tenant. Not thread-safe by design: the sandbox serves it from one loop."""
+    """Runs requests against one tenant, from one event loop (or one thread at a time).
 
-    def __init__(self, tenant: Tenant, *, strict_pos: bool = False) -> None:
+    Everything a request's own code does (conditions, programmables, decision tables, the template) runs
+    in a guest-code worker (:mod:`flowlab.sandbox.workers`) as one job per request; the engine only
+    validates, picks the guest, bucket and candidate variants, and records the outcome. ``guest_code=
+    "inline"`` runs that stage in-process instead: unprotected, for benchmarks that measure the difference.
+    """
+
+    def __init__(
+        self,
+        tenant: Tenant,
+        *,
+        strict_pos: bool = False,
+        pool: WorkerPool | None = None,
+        guest_code: Literal["workers", "inline"] = "workers",
+    ) -> None:
         self.tenant = tenant
         self.strict_pos = strict_pos
+        self.guest_code = guest_code
+        self._pool = pool
+        if guest_code == "workers":
+            self.pool.start()  # the workers import while the server starts, not on its first request
+
+    @property
+    def pool(self) -> WorkerPool:
+        """The worker pool guest code runs in (the process's shared one unless given)."""
+        return self._pool or shared_pool()
 
     def execute(self, body: Any) -> Execution:
-        """Run one request; ``SandboxError`` for bad input, otherwise an ``Execution`` (even when 500)."""
+        """Run one request; ``SandboxError`` for bad input, otherwise an ``Execution`` (even when 500).
+
+        Blocks the calling thread while the guest code runs in a worker: use :meth:`execute_async` on an
+        event loop.
+        """
+        plan = self._plan(body)
+        if self.guest_code == "inline":
+            return self._finish(plan, run_stage(plan.job, plan.objects.__getitem__))
+        try:
+            stage = self.pool.run_sync(_STAGE, plan.job, keys=list(plan.blobs), provide=plan.provide)
+        except FlowLabError as exc:
+            stage = self._stage_failed(plan, exc)
+        return self._finish(plan, stage)
+
+    async def execute_async(self, body: Any) -> Execution:
+        """:meth:`execute` for an event loop: the loop only waits on the worker's socket."""
+        plan = self._plan(body)
+        if self.guest_code == "inline":
+            return self._finish(plan, run_stage(plan.job, plan.objects.__getitem__))
+        try:
+            stage = await self.pool.run(_STAGE, plan.job, keys=list(plan.blobs), provide=plan.provide)
+        except FlowLabError as exc:
+            stage = self._stage_failed(plan, exc)
+        return self._finish(plan, stage)
+
+    def _plan(self, body: Any) -> _Plan:
+        """Validate, resolve the flows, find the guest and bucket, start the trace, and plan the stage."""
         started = time.perf_counter()
         req = validate(body, self.tenant)
         ref = new_ref()
@@ -188,121 +258,211 @@ class Engine:
             "warnings": warnings,
         }
 
-        chosen: tuple[CompiledFlow, CompiledVariant, Any] | None = None
-        failure: FlowFailed | None = None
-        cond_started = time.perf_counter()
-        for flow in live:
-            variant = flow.variant_for(bucket)
+        plan = _Plan(started, req, trace, guest, live, request_ctx, pos_ctx, bucket)
+        self._plan_stage(plan)
+        return plan
+
+    def _plan_stage(self, plan: _Plan) -> None:
+        """The guest-code job of this request: every candidate variant's code, named by content keys."""
+        tenant = self.tenant
+        offers_key, offers = tenant.offers_code()
+        blobs: dict[str, tuple[str, Any]] = {offers_key: (_KEEP, offers)}
+        objects: dict[str, Any] = {offers_key: offers}
+        pieces: list[tuple[str, str, list[str]]] = []
+        jobs: list[tuple[int, list[int], list[int], int | None]] = []
+
+        def add(piece: _Piece, payload: tuple[str, Any], compiled: Any) -> int:
+            blobs[piece.key] = payload
+            objects[piece.key] = compiled
+            pieces.append((piece.kind, piece.key, [k for _, k in piece.scripts]))
+            plan.pieces.append(piece)
+            return len(pieces) - 1
+
+        for flow in plan.live:
+            variant = flow.variant_for(plan.bucket)
             attempt: dict[str, Any] = {"friendlyId": flow.friendly_id, "flowRef": flow.ref, "conditions": []}
-            trace["candidates"].append(attempt)
+            position = len(plan.attempts)
+            plan.attempts.append((flow, variant, attempt))
             if variant is None:
-                attempt["result"] = f"bucket {bucket} is outside the traffic allocation"
+                attempt["result"] = f"bucket {plan.bucket} is outside the traffic allocation"
                 continue
             attempt["variant"] = {
                 "ref": variant.ref,
                 "name": variant.name,
                 "buckets": [variant.low, variant.high],
             }
-            passed, filter_value, failure = _conditions(flow, variant, guest, request_ctx, pos_ctx, attempt)
-            if failure is not None:
-                break
-            if passed:
-                attempt["result"] = "executed"
-                chosen = (flow, variant, filter_value)
-                break
-            attempt["result"] = "conditions did not pass"
-        conditions_ms = (time.perf_counter() - cond_started) * 1000
+            conditions = [
+                add(
+                    _Piece("condition", c.key, position, flow, variant, c.friendly_id),
+                    (_COMPILE_CONDITION, (c.script.source, c.friendly_id)),
+                    c.script,
+                )
+                for c in variant.conditions
+            ]
+            models = []
+            for model_ref in variant.model_refs:
+                model = tenant.models[model_ref]
+                scripts = tuple((name, code_key("script", s.source)) for name, s in model.scripts)
+                piece = _Piece("model", tenant.model_keys[model_ref], position, flow, variant, model.name,
+                               model_ref, scripts)  # fmt: skip
+                models.append(add(piece, (_COMPILE_MODEL, tenant.model_defs[model_ref]), model))
+            template: int | None = None
+            if variant.template is not None and variant.template_key is not None:
+                piece = _Piece("template", variant.template_key, position, flow, variant, "template")
+                template = add(piece, (_COMPILE_TEMPLATE, variant.template.source), variant.template)
+            jobs.append((position, conditions, models, template))
+        quarantined: dict[str, str] = {}
+        if tenant.quarantine:
+            for piece in plan.pieces:
+                for key in (piece.key, *(k for _, k in piece.scripts)):
+                    if key in tenant.quarantine:
+                        quarantined[key] = tenant.quarantine[key]
+        plan.blobs, plan.objects = blobs, objects
+        plan.job = {
+            "pieces": pieces,
+            "candidates": jobs,
+            "quarantined": quarantined,
+            "guest": plan.guest,
+            "request": plan.request_ctx,
+            "pos": plan.pos_ctx,
+            "bucket": plan.bucket,
+            "offers": offers_key,
+        }
 
+    def _stage_failed(self, plan: _Plan, exc: FlowLabError) -> dict[str, Any]:
+        """The worker was killed or died (or the job broke): name the piece it was in, and quarantine it."""
+        index, sub = (
+            divmod(int(exc.marker), _SUB) if isinstance(exc, WorkerError) and exc.marker >= 0 else (-1, 0)
+        )
+        if not isinstance(exc, WorkerError) or not 0 <= index < len(plan.pieces):
+            return {"broken": f"the guest-code worker failed outside any script or template: {exc}"}
+        piece = plan.pieces[index]
+        in_script = piece.kind == "model" and 0 < sub <= len(piece.scripts)
+        key = piece.scripts[sub - 1][1] if in_script else piece.key
+        what = "template" if piece.kind == "template" else "script"
+        if isinstance(exc, WorkerTimeout):
+            detail = (
+                f"timeout: the {what} ran past the {exc.limit_s * 1000:g} ms hard limit and was stopped with its "
+                "worker process"
+            )
+            if what == "script":
+                detail += (
+                    " (QuickJS cannot interrupt some native work, e.g. a catastrophic regular expression)"
+                )
+        else:
+            detail = (
+                f"memory: the worker process running the {what} died ({exc}); a worker may use "
+                f"{self._memory_mb()} MB over its start-up size"
+            )
+        self.tenant.quarantine_code(key, detail)
+        detail += "; the code is quarantined until its source changes"
+        return {"failure": {"piece": index, "sub": sub, "error": detail, "kind": detail.split(":", 1)[0]},
+                "killed": True}  # fmt: skip
+
+    def _memory_mb(self) -> int:
+        return (self._pool or shared_pool()).memory_limit_mb
+
+    def _finish(self, plan: _Plan, stage: dict[str, Any]) -> Execution:
+        """Turn the stage's outcome into the trace, the TRACKING record and the answer."""
+        trace = plan.trace
+        records: dict[int, list[dict[str, Any]]] = stage.get("attempts", {})
+        fail: dict[str, Any] | None = stage.get("failure")
+        chosen: int | None = stage.get("chosen")
+        failure: FlowFailed | None = None
+        upto = len(plan.attempts) - 1
+        piece: _Piece | None = None
+        fail_error, fail_kind = (str(fail["error"]), str(fail.get("kind"))) if fail is not None else ("", "")
+        if "broken" in stage:
+            failure = FlowFailed(
+                f"flow '{plan.live[0].friendly_id}' failed: {stage['broken']}",
+                "a problem of the sandbox, not of the flow: please report it",
+            )
+        elif fail is not None:
+            piece = plan.pieces[fail["piece"]]
+            failure = _piece_failure(piece, int(fail.get("sub", 0)), fail_error)
+            upto = piece.position
+            chosen = None if piece.kind == "condition" else piece.position
+            if (
+                piece.kind == "template"
+                and fail.get("kind") in ("timeout", "memory")
+                and not stage.get("killed")
+            ):
+                self.tenant.quarantine_code(piece.key, str(fail["error"]))
+        elif chosen is not None:
+            upto = chosen
+        for position, (_, variant, attempt) in enumerate(plan.attempts[: upto + 1]):
+            trace["candidates"].append(attempt)
+            if variant is None:
+                continue
+            attempt["conditions"] = records.get(position, [])
+            if position == upto and piece is not None and piece.kind == "condition":
+                if not any("error" in c for c in attempt["conditions"]):
+                    attempt["conditions"].append(
+                        {"friendlyId": piece.name, "error": fail_error, "kind": fail_kind}
+                    )
+            elif position == chosen:
+                attempt["result"] = "executed"
+            elif position in records:
+                attempt["result"] = "conditions did not pass"
+            else:
+                attempt["result"] = "not recorded: the worker running this request was stopped"
+        conditions_ms = float(stage.get("conditionsMs", 0.0))
         if chosen is None:
-            flow = live[0]
+            flow = plan.live[0]
             trace["flow"] = _flow_summary(flow)
             status, text = (failure.status, json.dumps(failure.body())) if failure else (200, NO_MATCH_BODY)
             trace.update(status=status, outcome="error" if failure else "no matching variant", body=text)
             trace["timings"] = {
                 "conditionsMs": conditions_ms,
-                "totalMs": (time.perf_counter() - started) * 1000,
+                "totalMs": (time.perf_counter() - plan.started) * 1000,
             }
-            self._record(trace, guest, flow, None, [], req, error=failure.message if failure else None)
-            return Execution(ref, status, text, trace)
+            self._record(
+                trace, plan.guest, flow, None, [], plan.req, error=failure.message if failure else None
+            )
+            return Execution(trace["ref"], status, text, trace)
 
-        flow, variant, filter_value = chosen
+        flow, variant, _ = plan.attempts[chosen]
+        assert variant is not None
         trace["flow"] = _flow_summary(flow)
         trace["variant"] = {"ref": variant.ref, "name": variant.name, "isControl": variant.is_control}
-        text, failure = self._run_variant(
-            flow, variant, guest, request_ctx, pos_ctx, filter_value, bucket, trace
-        )
-        status, text = (failure.status, json.dumps(failure.body())) if failure else (200, text)
-        trace["timings"]["conditionsMs"] = conditions_ms
-        trace["timings"]["totalMs"] = (time.perf_counter() - started) * 1000
-        trace.update(status=status, outcome="error" if failure else "executed", body=text)
-        error = failure.message if failure else None
-        self._record(trace, guest, flow, variant, trace["offers"], req, error=error)
-        return Execution(ref, status, text, trace)
-
-    def _run_variant(
-        self,
-        flow: CompiledFlow,
-        variant: CompiledVariant,
-        guest: dict[str, Any],
-        request_ctx: dict[str, Any],
-        pos_ctx: dict[str, Any],
-        filter_value: Any,
-        bucket: int,
-        trace: dict[str, Any],
-    ) -> tuple[str, FlowFailed | None]:
-        """Decision models, then the template: the body text, or the failure that stopped it."""
-        decision_started = time.perf_counter()
-        results: list[dict[str, Any]] = []
-        offer_refs: list[str] = []
-        trace["decisionModels"] = []
-        for model_ref in variant.model_refs:
-            model = self.tenant.models[model_ref]
-            outcome = model.evaluate(guest=guest, request=request_ctx, pos=pos_ctx, bucket=bucket)
-            results.append(outcome.result)
-            offer_refs.extend(outcome.offer_refs)
-            trace["decisionModels"].append(
-                {"ref": model_ref, "name": model.name, "result": outcome.result, "rowsHit": outcome.rows_hit}
+        models = stage.get("models", [])
+        trace["decisionModels"] = [
+            {"ref": p.model_ref, "name": p.name, "result": m["result"], "rowsHit": m["rowsHit"]}
+            for p, m in zip(
+                (p for p in plan.pieces if p.kind == "model" and p.variant is variant), models, strict=False
             )
-        offers = [self.tenant.offers[r] for r in offer_refs if r in self.tenant.offers]
-        missing = [r for r in offer_refs if r not in self.tenant.offers]
-        if missing:
-            trace["warnings"].append(f"decision output names unknown offers: {', '.join(missing)}")
-        trace["offers"] = [o["ref"] for o in offers]
-        template_started = time.perf_counter()
-        trace["timings"] = {"decisionMs": (template_started - decision_started) * 1000}
+        ]
+        if piece is not None and piece.kind == "model":
+            trace["decisionModels"].append({"ref": piece.model_ref, "name": piece.name, "error": fail_error})
+        trace["offers"] = stage.get("offers", [])
+        if stage.get("missingOffers"):
+            trace["warnings"].append(
+                f"decision output names unknown offers: {', '.join(stage['missingOffers'])}"
+            )
+        trace["timings"] = {"decisionMs": float(stage.get("decisionMs", 0.0))}
         if variant.template is None:
             trace["warnings"].append(
                 f"variant '{variant.name}' has no API response template: the body is empty"
             )
-            text = ""
-        else:
-            data = {
-                "guest": guest,
-                "request": request_ctx,
-                "offers": offers,
-                "decisionModelResults": results[0] if results else {"decisionModelResultNodes": []},
-                "filter": filter_value,
-                "pos": pos_ctx,
-            }
-            try:
-                text = variant.template.render(data, {"getDecisionModelResultNode": _node_finder(results)})
-            except TemplateError as exc:
-                failed = FlowFailed(
-                    f"the API response template of flow '{flow.friendly_id}', variant '{variant.name}' failed: {exc}",
-                    "fix the template in the flow definition (GET /sandbox/flows/{friendlyId} shows it)",
+        if piece is not None and piece.kind == "template":
+            trace["template"] = {"error": fail_error}
+        elif failure is None:
+            trace["timings"]["templateMs"] = float(stage.get("templateMs", 0.0))
+            valid, problem = stage.get("json", (True, None))
+            trace["template"] = {"validJson": True} if valid else {"validJson": False, "jsonError": problem}
+            if not valid:
+                trace["warnings"].append(
+                    f"the template printed text that is not valid JSON ({problem}); sent unchanged"
                 )
-                trace["template"] = {"error": str(exc)}
-                return "", failed
-        trace["timings"]["templateMs"] = (time.perf_counter() - template_started) * 1000
-        try:
-            orjson.loads(text)
-            trace["template"] = {"validJson": True}
-        except orjson.JSONDecodeError as exc:
-            trace["template"] = {"validJson": False, "jsonError": str(exc)}
-            trace["warnings"].append(
-                f"the template printed text that is not valid JSON ({exc}); sent unchanged"
-            )
-        return text, None
+        status, text = (
+            (failure.status, json.dumps(failure.body())) if failure else (200, stage.get("text", ""))
+        )
+        trace["timings"]["conditionsMs"] = conditions_ms
+        trace["timings"]["totalMs"] = (time.perf_counter() - plan.started) * 1000
+        trace.update(status=status, outcome="error" if failure else "executed", body=text)
+        error = failure.message if failure else None
+        self._record(trace, plan.guest, flow, variant, trace["offers"], plan.req, error=error)
+        return Execution(trace["ref"], status, text, trace)
 
     def _record(
         self,
@@ -334,7 +494,7 @@ class Engine:
             execution.update(error=error, errorCategory="ERROR")
         else:
             execution["flowExecutionTimeMs"] = round(trace["timings"]["totalMs"], 3)
-        models = trace.get("decisionModels") or []
+        models = [m for m in trace.get("decisionModels") or [] if "result" in m]
         if models:
             first = models[0]["result"]
             execution["decision"] = {
@@ -369,48 +529,231 @@ class Engine:
         self.tenant.add_trace(trace["ref"], trace)
 
 
-def _conditions(
-    flow: CompiledFlow,
-    variant: CompiledVariant,
-    guest: dict[str, Any],
-    request_ctx: dict[str, Any],
-    pos_ctx: dict[str, Any],
-    attempt: dict[str, Any],
-) -> tuple[bool, Any, FlowFailed | None]:
-    """Run a variant's conditions; all must be truthy. The last value becomes ``filter`` (reference §4.2)."""
-    filter_value: Any = None
-    values = {"guest": guest, "request": request_ctx, "entity": None, "pos": pos_ctx}
-    for condition in variant.conditions:
-        started = time.perf_counter()
+# ---- the guest-code stage: runs in a worker process ------------------------------------------------------
+
+_STAGE: Final = "flowlab.sandbox.engine:run_stage"
+_COMPILE_CONDITION: Final = "flowlab.sandbox.engine:compile_condition"
+_COMPILE_MODEL: Final = "flowlab.sandbox.engine:compile_model"
+_COMPILE_TEMPLATE: Final = "flowlab.sandbox.engine:compile_template"
+_KEEP: Final = "flowlab.sandbox.engine:keep"
+_SUB: Final = 1024  # step marker = piece index * _SUB + programmable number (0: the piece itself)
+_CONDITION_GLOBALS: Final = ("guest", "request", "entity", "pos")
+
+_worker_runtime: ScriptRuntime | None = None
+
+
+def _runtime() -> ScriptRuntime:
+    global _worker_runtime
+    if _worker_runtime is None:
+        _worker_runtime = ScriptRuntime()
+    return _worker_runtime
+
+
+def compile_condition(payload: tuple[str, str]) -> Script:
+    """Worker side: a condition's source, compiled in the worker's own QuickJS runtime."""
+    source, name = payload
+    return _runtime().compile(source, name=name, globals=_CONDITION_GLOBALS)
+
+
+def compile_model(payload: Mapping[str, Any]) -> DecisionModel:
+    """Worker side: a decision model definition, compiled."""
+    return DecisionModel.from_json(payload, runtime=_runtime())
+
+
+def compile_template(payload: str) -> Template:
+    """Worker side: a template source, compiled."""
+    return Template.compile(payload)
+
+
+def keep(payload: Any) -> Any:
+    """Worker side: data kept as sent (the offers)."""
+    return payload
+
+
+class _Refused(Exception):
+    """A quarantined piece was reached: the stage stops with its failure."""
+
+    def __init__(self, failure: dict[str, Any]) -> None:
+        super().__init__(failure["error"])
+        self.failure = failure
+
+
+def run_stage(job: Mapping[str, Any], resolve: Callable[[str], Any]) -> dict[str, Any]:
+    """Conditions, then the chosen variant's decision models and template: one request's guest code.
+
+    Runs in a worker (or in-process for ``guest_code="inline"``); every step announces its hard limit, so
+    the pool can tell which script or template it killed. Returns plain data for :meth:`Engine._finish`.
+    """
+    pieces, quarantined = job["pieces"], job["quarantined"]
+    out: dict[str, Any] = {"attempts": {}, "chosen": None}
+
+    def enter(index: int, sub: int, key: str, limit_s: float) -> None:
+        if key in quarantined:
+            error = f"quarantined: an earlier run was stopped ({quarantined[key]}); change the code to run it again"
+            raise _Refused({"piece": index, "sub": sub, "error": error, "kind": "quarantined"})
+        step(index * _SUB + sub, limit_s)
+
+    values = {"guest": job["guest"], "request": job["request"], "entity": None, "pos": job["pos"]}
+    started = time.perf_counter()
+    try:
+        for position, conditions, models, template in job["candidates"]:
+            records: list[dict[str, Any]] = []
+            out["attempts"][position] = records
+            passed, filter_value = True, None
+            for index in conditions:
+                _, key, _ = pieces[index]
+                enter(index, 0, key, SCRIPT_HARD_LIMIT_S)
+                script: Script = resolve(key)
+                run_started = time.perf_counter()
+                try:
+                    result = script.run(values)
+                except ScriptError as exc:
+                    records.append({"friendlyId": script.name, "error": str(exc), "kind": exc.kind})
+                    out["failure"] = {"piece": index, "sub": 0, "error": str(exc), "kind": exc.kind}
+                    return out
+                passed = bool(result.value) and result.value != {} and result.value != []
+                ms = round((time.perf_counter() - run_started) * 1000, 3)
+                records.append({"friendlyId": script.name, "passed": passed, "value": result.value,
+                                "logs": result.logs, "ms": ms})  # fmt: skip
+                if not passed:
+                    break
+                filter_value = result.value
+            if passed:
+                out["chosen"] = position
+                out["conditionsMs"] = (time.perf_counter() - started) * 1000
+                _run_variant(job, resolve, enter, models, template, filter_value, out)
+                return out
+    except _Refused as refused:
+        out["failure"] = refused.failure
+    out.setdefault("conditionsMs", (time.perf_counter() - started) * 1000)
+    return out
+
+
+def _run_variant(
+    job: Mapping[str, Any],
+    resolve: Callable[[str], Any],
+    enter: Callable[[int, int, str, float], None],
+    models: list[int],
+    template_index: int | None,
+    filter_value: Any,
+    out: dict[str, Any],
+) -> None:
+    """Decision models, then the template, of the chosen variant (failures go into ``out``)."""
+    pieces = job["pieces"]
+    decision_started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    offer_refs: list[str] = []
+    out["models"] = []
+    for index in models:
+        _, key, script_keys = pieces[index]
+        enter(index, 0, key, SCRIPT_HARD_LIMIT_S)
+
+        def before(position: int, script: Script, index: int = index, keys: list[str] = script_keys) -> None:
+            enter(index, position + 1, keys[position], SCRIPT_HARD_LIMIT_S)
+
+        model: DecisionModel = resolve(key)
+        outcome = model.evaluate(guest=job["guest"], request=job["request"], pos=job["pos"],
+                                 bucket=job["bucket"], before_script=before)  # fmt: skip
+        results.append(outcome.result)
+        offer_refs.extend(outcome.offer_refs)
+        out["models"].append({"result": outcome.result, "rowsHit": outcome.rows_hit})
+    offers_by_ref: Mapping[str, Any] = resolve(job["offers"])
+    offers = [offers_by_ref[r] for r in offer_refs if r in offers_by_ref]
+    out["missingOffers"] = [r for r in offer_refs if r not in offers_by_ref]
+    out["offers"] = [o["ref"] for o in offers]
+    template_started = time.perf_counter()
+    out["decisionMs"] = (template_started - decision_started) * 1000
+    text = ""
+    if template_index is not None:
+        _, key, _ = pieces[template_index]
+        enter(template_index, 0, key, TEMPLATE_HARD_LIMIT_S)
+        template: Template = resolve(key)
+        data = {
+            "guest": job["guest"],
+            "request": job["request"],
+            "offers": offers,
+            "decisionModelResults": results[0] if results else {"decisionModelResultNodes": []},
+            "filter": filter_value,
+            "pos": job["pos"],
+        }
         try:
-            result = condition.script.run(values)
-        except ScriptError as exc:
-            attempt["conditions"].append(
-                {"friendlyId": condition.friendly_id, "error": str(exc), "kind": exc.kind}
-            )
-            return (
-                False,
-                None,
-                FlowFailed(
-                    f"condition '{condition.friendly_id}' of flow '{flow.friendly_id}' failed: {exc}",
-                    f"variant '{variant.name}'; fix the condition's JavaScript (limits: the script runtime's "
-                    "time and memory caps stop runaway scripts)",
-                ),
-            )
-        passed = bool(result.value) and result.value != {} and result.value != []
-        attempt["conditions"].append(
-            {
-                "friendlyId": condition.friendly_id,
-                "passed": passed,
-                "value": result.value,
-                "logs": result.logs,
-                "ms": round((time.perf_counter() - started) * 1000, 3),
-            }
+            text = template.render(data, {"getDecisionModelResultNode": _node_finder(results)})
+        except TemplateError as exc:
+            kind = exc.kind if isinstance(exc, TemplateLimitError) else "error"
+            out["failure"] = {"piece": template_index, "sub": 0, "error": str(exc), "kind": kind}
+            out["recycle"] = kind == "memory"
+            return
+    out["templateMs"] = (time.perf_counter() - template_started) * 1000
+    out["text"] = text
+    try:
+        orjson.loads(text)
+        out["json"] = (True, None)
+    except orjson.JSONDecodeError as exc:
+        out["json"] = (False, str(exc))
+
+
+@dataclass
+class _Piece:
+    """A condition, decision model or template of a candidate variant, as the stage job numbers them."""
+
+    kind: Literal["condition", "model", "template"]
+    key: str
+    position: int  # the candidate (index into _Plan.attempts) it belongs to
+    flow: CompiledFlow
+    variant: CompiledVariant
+    name: str
+    model_ref: str | None = None
+    scripts: tuple[tuple[str, str], ...] = ()  # a model's programmables: (name, content key)
+
+
+@dataclass
+class _Plan:
+    """One request between validation and recording: its trace so far and its guest-code job."""
+
+    started: float
+    req: dict[str, Any]
+    trace: dict[str, Any]
+    guest: dict[str, Any]
+    live: list[CompiledFlow]
+    request_ctx: dict[str, Any]
+    pos_ctx: dict[str, Any]
+    bucket: int
+    attempts: list[tuple[CompiledFlow, CompiledVariant | None, dict[str, Any]]] = field(default_factory=list)
+    pieces: list[_Piece] = field(default_factory=list)
+    job: dict[str, Any] = field(default_factory=dict)
+    blobs: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    objects: dict[str, Any] = field(default_factory=dict)
+
+    def provide(self, keys: Sequence[str]) -> dict[str, tuple[str, Any]]:
+        return {k: self.blobs[k] for k in keys if k in self.blobs}
+
+
+def _piece_failure(piece: _Piece, sub: int, detail: str) -> FlowFailed:
+    """The 500 body for a failed piece: it names the flow, the variant and the script (and the limit)."""
+    flow, variant = piece.flow.friendly_id, piece.variant.name
+    if piece.kind == "condition":
+        return FlowFailed(
+            f"condition '{piece.name}' of flow '{flow}' failed: {detail}",
+            f"variant '{variant}'; fix the condition's JavaScript (limits: {_LIMITS})",
         )
-        if not passed:
-            return False, None, None
-        filter_value = result.value
-    return True, filter_value, None
+    if piece.kind == "model":
+        script = f"programmable '{piece.scripts[sub - 1][0]}' of " if 0 < sub <= len(piece.scripts) else ""
+        return FlowFailed(
+            f"{script}decision model '{piece.name}' of flow '{flow}', variant '{variant}' failed: {detail}",
+            f"fix the programmable's JavaScript (limits: {_LIMITS})",
+        )
+    return FlowFailed(
+        f"the API response template of flow '{flow}', variant '{variant}' failed: {detail}",
+        "fix the template in the flow definition (GET /sandbox/flows/{friendlyId} shows it); limits: "
+        f"{TIME_LIMIT_S * 1000:g} ms per render (its worker is killed at {TEMPLATE_HARD_LIMIT_S * 1000:g} ms), "
+        f"{MAX_OUTPUT:,} characters of output",
+    )
+
+
+_LIMITS: Final = (
+    "50 ms of CPU and 32 MB per script run, stopped by QuickJS; a run QuickJS cannot stop is killed with its "
+    f"worker process at {SCRIPT_HARD_LIMIT_S * 1000:g} ms and the script is quarantined"
+)
 
 
 def _node_finder(results: list[dict[str, Any]]) -> Any:

@@ -8,6 +8,13 @@ attributes) are reachable, and output size, loop iterations, ``?interpret`` dept
 
 ``Template.compile`` lexes and parses once into a tree of node objects; ``Template.render`` walks it.
 
+A render has a time limit (``TIME_LIMIT_S``, checked at every loop iteration, interpolation and built-in:
+one step is bounded by the size caps, so the check comes often enough), and running out of memory is a
+clean :class:`TemplateLimitError`. The sandbox renders in a worker process that is killed if the cooperative
+check ever fails to stop a render (``flowlab.sandbox.workers``). The ``?interpret`` compile cache is bounded
+in characters of source (``INTERPRET_CACHE_CHARS``), not only in entries: parsed trees weigh ~12 bytes per
+source character, and 256 entries of request data once held +481 MB.
+
 Deliberate deviations from FreeMarker 2.3 (lenient where strictness buys nothing in a sandbox):
 
 * ``${bool}`` prints ``true``/``false`` (FreeMarker needs ``?c`` or ``?string``); ``"x" + bool`` too.
@@ -22,17 +29,19 @@ Deliberate deviations from FreeMarker 2.3 (lenient where strictness buys nothing
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from difflib import get_close_matches
 from typing import Any, NoReturn
 
-__all__ = ["Template", "TemplateError", "render"]
+__all__ = ["Template", "TemplateError", "TemplateLimitError", "render"]
 
 MAX_OUTPUT = 1_000_000  # characters of output (and of any string or sequence a template builds)
 MAX_ITERATIONS = 100_000  # <#list> iterations per render, nested ?interpret included
@@ -40,6 +49,9 @@ MAX_INTERPRET_DEPTH = 5
 MAX_NESTING = 40  # nested directives
 MAX_EXPR_DEPTH = 100  # nested expression nodes; keeps recursion far below Python's limit
 MAX_SOURCE = 1_000_000
+TIME_LIMIT_S = 0.5  # wall time per render, nested ?interpret included
+INTERPRET_CACHE_CHARS = 1_000_000  # total source characters of ?interpret compilations kept
+INTERPRET_CACHE_ENTRY = 100_000  # larger ?interpret sources are compiled every time, never kept
 
 
 class TemplateError(Exception):
@@ -65,6 +77,20 @@ class TemplateError(Exception):
             self.line = source.count("\n", 0, off) + 1
             self.column = off - source.rfind("\n", 0, off)
             self.args = (self._text(),)
+
+
+class TemplateLimitError(TemplateError):
+    """A render was stopped by a limit: ``kind`` is "timeout" or "memory"."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(f"{kind}: {message}")
+
+
+def _out_of_time() -> NoReturn:
+    raise TemplateLimitError(
+        "timeout", f"the template ran longer than {TIME_LIMIT_S * 1000:g} ms and was stopped"
+    )
 
 
 class _MissingError(TemplateError):
@@ -194,9 +220,11 @@ _BUILTIN_FUNCS: dict[str, Callable[..., Any]] = {"toJSON": _to_json}
 class _Ctx:
     """Per-render state; compiled templates stay immutable, so one can serve many threads."""
 
-    __slots__ = ("vars", "funcs", "loops", "out", "size", "iterations", "depth", "built")
+    __slots__ = ("vars", "funcs", "loops", "out", "size", "iterations", "depth", "built", "deadline")
 
-    def __init__(self, variables: dict[str, Any], funcs: Mapping[str, Callable[..., Any]]) -> None:
+    def __init__(
+        self, variables: dict[str, Any], funcs: Mapping[str, Callable[..., Any]], deadline: float = math.inf
+    ) -> None:
         self.vars = variables
         self.funcs = funcs
         self.loops: dict[str, _LoopState] = {}
@@ -205,6 +233,7 @@ class _Ctx:
         self.iterations = 0
         self.depth = 0
         self.built = False  # set once the template builds a sequence/hash (see _json_capped)
+        self.deadline = deadline  # time.perf_counter() value past which the render stops
 
     def capture(self, body: Sequence[_Node]) -> str:
         """Render `body` into a string instead of the output (for ?interpret)."""
@@ -600,6 +629,8 @@ class _BuiltIn(_Step):
         self.fn, _lo, _hi, self.mode = _BUILTINS[name]
 
     def get(self, ctx: _Ctx) -> Any:
+        if time.perf_counter() > ctx.deadline:
+            _out_of_time()
         if self.mode == _STRICT:
             v = self.target_value(ctx)
         elif self.mode == _LENIENT:
@@ -776,6 +807,8 @@ def _bi_interpret(n: _BuiltIn, c: _Ctx, v: Any, a: list[Any]) -> Any:
     c.depth += 1
     try:
         return c.capture(tpl._nodes)
+    except TemplateLimitError:
+        raise
     except TemplateError as e:
         e._locate(tpl.source)
         n.fail(f"error in the interpreted text: {e}")
@@ -893,6 +926,8 @@ class _Interp(_Node):
         self.expr = expr
 
     def render(self, ctx: _Ctx) -> None:
+        if time.perf_counter() > ctx.deadline:
+            _out_of_time()
         v = self.expr.eval(ctx)
         s = v if type(v) is str else _to_text(v, self.expr)
         ctx.out.append(s)
@@ -953,6 +988,8 @@ class _List(_Node):
                     )
                 if ctx.size > MAX_OUTPUT:
                     _too_large()
+                if time.perf_counter() > ctx.deadline:
+                    _out_of_time()
                 state.index = i
                 if len(names) == 2:
                     variables[names[0]], variables[names[1]] = item
@@ -1557,19 +1594,31 @@ class Template:
             raise TemplateError("template nested too deeply") from None
 
     def render(
-        self, data: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]] | None = None
+        self,
+        data: Mapping[str, Any],
+        functions: Mapping[str, Callable[..., Any]] | None = None,
+        *,
+        time_limit_s: float | None = TIME_LIMIT_S,
     ) -> str:
-        """Render with `data` as the data model; `functions` are extra callables templates may call."""
+        """Render with `data` as the data model; `functions` are extra callables templates may call.
+
+        Past ``time_limit_s`` (None: no limit) or out of memory: :class:`TemplateLimitError`.
+        """
         funcs = {**_BUILTIN_FUNCS, **functions} if functions else _BUILTIN_FUNCS
-        ctx = _Ctx(dict(data), funcs)
+        deadline = math.inf if time_limit_s is None else time.perf_counter() + time_limit_s
+        ctx = _Ctx(dict(data), funcs, deadline)
         try:
             for node in self._nodes:
                 node.render(ctx)
+        except TemplateLimitError:
+            raise
         except TemplateError as e:
             e._locate(self.source)
             raise
         except RecursionError:
             raise TemplateError("template nested too deeply while rendering") from None
+        except MemoryError:
+            raise TemplateLimitError("memory", "the template ran out of memory and was stopped") from None
         except Exception as e:  # a safety net: evaluation must only ever raise TemplateError
             raise TemplateError(f"internal error while rendering: {type(e).__name__}: {e}") from e
         if ctx.size > MAX_OUTPUT:
@@ -1580,9 +1629,30 @@ class Template:
         return f"Template({_clip(self.source, 40)!r})"
 
 
-@functools.lru_cache(maxsize=256)
+_cache: OrderedDict[str, Template] = OrderedDict()
+_cache_chars = 0
+_cache_lock = threading.Lock()
+
+
 def _compile_cached(source: str) -> Template:
-    return Template.compile(source)
+    """Compile through a small LRU cache bounded in source characters (large sources are not kept)."""
+    global _cache_chars
+    with _cache_lock:
+        found = _cache.get(source)
+        if found is not None:
+            _cache.move_to_end(source)
+            return found
+    template = Template.compile(source)
+    if len(source) > INTERPRET_CACHE_ENTRY:
+        return template
+    with _cache_lock:
+        if source not in _cache:
+            _cache[source] = template
+            _cache_chars += len(source)
+            while _cache_chars > INTERPRET_CACHE_CHARS:
+                dropped, _ = _cache.popitem(last=False)
+                _cache_chars -= len(dropped)
+    return template
 
 
 def render(

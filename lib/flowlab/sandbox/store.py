@@ -13,6 +13,7 @@ of milliseconds (measured: p99.9 3.4 ms → 0.4 s pauses; bench/sandbox.py).
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import random
 import re
@@ -34,12 +35,14 @@ from flowlab.sandbox.javascript import Script, ScriptError, ScriptRuntime
 
 __all__ = [
     "LIVE_STATUSES",
+    "MAX_QUARANTINE",
     "MAX_TRACES",
     "TRACKING_PER_GUEST",
     "CompiledFlow",
     "CompiledVariant",
     "Condition",
     "Tenant",
+    "code_key",
     "new_ref",
 ]
 
@@ -47,6 +50,7 @@ LIVE_STATUSES = frozenset({"LIVE", "PRODUCTION"})
 FLOW_TYPES = frozenset({"INTERACTIVE_API_FLOW", "INTERACTIVE_WEB_FLOW", "TRIGGERED_V3"})
 TRACKING_PER_GUEST = 100
 MAX_TRACES = 20_000
+MAX_QUARANTINE = 10_000  # quarantined scripts and templates remembered (oldest forgotten first)
 _FRIENDLY_ID = re.compile(r"^[a-z0-9_]+$")
 _CONDITION_GLOBALS = ("guest", "request", "entity", "pos")
 
@@ -62,6 +66,12 @@ def _unit(text: str) -> float:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
 
 
+def code_key(kind: str, payload: str | bytes) -> str:
+    """A content hash naming a piece of guest code: the same source is the same code, wherever posted."""
+    data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
+    return kind[0] + hashlib.blake2b(kind.encode() + b"\x00" + data, digest_size=15).hexdigest()
+
+
 def new_ref() -> str:
     """A random UUID4 string, ~5x cheaper than ``uuid.uuid4()`` (no syscall); refs need no crypto strength."""
     return str(uuid.UUID(int=_random.getrandbits(128), version=4))
@@ -72,6 +82,10 @@ class Condition:
     friendly_id: str
     script: Script
 
+    @functools.cached_property
+    def key(self) -> str:
+        return code_key("script", self.script.source)
+
 
 @dataclass(frozen=True)
 class CompiledVariant:
@@ -81,6 +95,7 @@ class CompiledVariant:
     low: int  # first bucket (1..120) of this variant
     high: int  # last bucket, inclusive
     template: Template | None
+    template_key: str | None  # content hash of the template source (None without a template)
     conditions: tuple[Condition, ...]
     model_refs: tuple[str, ...]
     split: float  # the configured percentage (the bucket range realises it to 1/120)
@@ -144,6 +159,10 @@ class Tenant:
         self.runtime = runtime or ScriptRuntime()
         self._lock = threading.RLock()
         self._demo = demo
+        #: content key of a script or template -> why it is quarantined. Keyed by content, not by the
+        #: compiled object, so posting the same code again keeps it; kept across resets.
+        self.quarantine: OrderedDict[str, str] = OrderedDict()
+        self._offers_code: tuple[str, dict[str, dict[str, Any]]] | None = None
         self.reset()
 
     # ---- loading -------------------------------------------------------------------------------------
@@ -156,8 +175,10 @@ class Tenant:
             self.client_key = demo.client_key
             self.points_of_sale: dict[str, dict[str, Any]] = {p["name"]: dict(p) for p in demo.points_of_sale}
             self.offers: dict[str, dict[str, Any]] = {}
+            self._offers_code = None
             self.models: dict[str, DecisionModel] = {}
             self.model_defs: dict[str, dict[str, Any]] = {}
+            self.model_keys: dict[str, str] = {}
             self.flows: dict[str, CompiledFlow] = {}
             self.guests: dict[str, dict[str, Any]] = {}
             self.propensity: dict[str, float] = {}  # hidden: a guest's base conversion rate
@@ -188,6 +209,7 @@ class Tenant:
         data.setdefault("name", name)
         with self._lock:
             self.offers[str(data["ref"])] = data
+            self._offers_code = None
         return data
 
     def add_decision_model(self, model: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,6 +222,9 @@ class Tenant:
         with self._lock:
             self.models[str(data["ref"])] = compiled
             self.model_defs[str(data["ref"])] = data
+            self.model_keys[str(data["ref"])] = code_key(
+                "model", orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+            )
         return data
 
     def add_flow(self, flow: Mapping[str, Any]) -> dict[str, Any]:
@@ -288,12 +313,31 @@ class Tenant:
             low=bucket_range[0],
             high=bucket_range[1],
             template=template,
+            template_key=code_key("template", template.source) if template is not None else None,
             conditions=tuple(conditions),
             model_refs=tuple(model_refs),
             split=split,
             conversion_lift=float(extra.get("conversionLift", 1.0)),
             average_order_value=float(extra.get("averageOrderValue", 60.0)),
         )
+
+    def offers_code(self) -> tuple[str, dict[str, dict[str, Any]]]:
+        """(content key, the offers by ref): what guest-code workers need to build a template's ``offers``."""
+        current = self._offers_code
+        if current is None:
+            with self._lock:
+                offers = dict(self.offers)
+                current = (code_key("offers", orjson.dumps(offers, option=orjson.OPT_SORT_KEYS)), offers)
+                self._offers_code = current
+        return current
+
+    def quarantine_code(self, key: str, reason: str) -> None:
+        """Refuse this script or template from now on (until its source changes)."""
+        with self._lock:
+            self.quarantine[key] = reason
+            self.quarantine.move_to_end(key)
+            while len(self.quarantine) > MAX_QUARANTINE:
+                self.quarantine.popitem(last=False)
 
     # ---- flows ---------------------------------------------------------------------------------------
 
