@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from appdriver import CHROMIUM, CHROMIUM_ARGS, choose, free_port, start_app
+from appdriver import CHROMIUM, CHROMIUM_ARGS, choose, free_port, settle, start_app
 
 pytestmark = pytest.mark.browser
 
@@ -62,6 +62,19 @@ def test_a_deep_link_first_still_gets_the_frame(app: App, page: Page) -> None:
     expect(page.locator(".st-key-target_name")).to_be_visible()
     expect(page.get_by_role("heading", name="Compare")).to_be_visible()
     expect(page.get_by_text("SANDBOX · Sandbox (built-in)").first).to_be_visible()
+
+
+def test_first_visit_one_click_shows_an_offer(app: App, page: Page) -> None:
+    """Issue #8: a new visitor presses Call flow once, as the page says, and sees offers, not errors."""
+    page.goto(app.url)
+    expect(page.locator(".st-key-persona")).to_be_visible(timeout=30_000)  # the first run starts the sandbox
+    expect(page.locator(".st-key-browser_id input")).to_have_value("723972bd-4406-5d84-9ea1-3dc4d895dd08")
+    settle(page)
+    page.locator(".st-key-call button").click()
+    card = page.locator(".fl-card").first
+    expect(card).to_be_visible()
+    expect(card.locator(".fl-title")).to_have_text("Your VIP lounge")
+    expect(page.get_by_text("Nothing was sent")).to_have_count(0)
 
 
 def test_fill_the_form_call_a_demo_flow_and_see_offer_cards(app: App, page: Page) -> None:
