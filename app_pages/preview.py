@@ -31,6 +31,8 @@ form, result = st.columns([9, 11], gap="large")
 with form:
     persona = persona_picker(target)
     call_form(target)
+
+with result:  # the actions head the result column: on screen beside the persona, however long the form
     call, save = st.columns(2)
     if call.button(
         "Call flow",
@@ -47,8 +49,6 @@ with form:
         st.rerun()
     with save:
         save_persona_popover(target)
-
-with result:
     preview = st.session_state.get("preview")
     missing = missing_fields(target)
     if preview is not None:
@@ -72,5 +72,5 @@ with result:
             f"{who} is filled in: press **Call flow** to see the offers the guest gets, the exact JSON, the "
             "variant" + (" and why. Pick another persona, or change any field, to try someone else."
                          if target.is_sandbox else "."),
-            icon=":material/arrow_back:",
+            icon=":material/arrow_upward:",
         )  # fmt: skip
