@@ -45,6 +45,7 @@ __all__ = [
     "RealApiCors",
     "exposure_warning",
     "is_loopback",
+    "require_json",
 ]
 
 ADMIN_PREFIX = "/sandbox"
@@ -64,6 +65,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def require_json(content_type: str | None) -> None:
+    """Raise 415 unless the content type is JSON (``application/json`` or ``…+json``)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            "admin writes take JSON: send Content-Type: application/json",
+            f"got Content-Type {media or 'none'}; send a JSON body ({{}} when there is nothing to say)",
+        )
 
 
 def exposure_warning(host: str, *, has_token: bool) -> str | None:
@@ -129,13 +140,6 @@ class AdminAccess:
                 f"admin writes are refused: the sandbox listens on {self.host} without an admin token",
                 "restart it with --admin-token (or FLOWLAB_SANDBOX_ADMIN_TOKEN) and send "
                 "Authorization: Bearer <token>, or bind it to 127.0.0.1",
-            )
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if content_type != b"application/json" and not content_type.endswith(b"+json"):
-            shown = content_type.decode("latin-1") or "none"
-            raise UnsupportedMediaType(
-                "admin writes take JSON: send Content-Type: application/json",
-                f"got Content-Type {shown}; send a JSON body ({{}} when there is nothing to say)",
             )
 
     def _host_allowed(self, host: str, server: tuple[str, int] | None) -> bool:

@@ -7,11 +7,11 @@ error, on any route, uses the one body in ``errors.py``.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Callable, MutableMapping
+from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -20,11 +20,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from flowlab import __version__
-from flowlab.sandbox.access import AdminAccess, AdminGuard, RealApiCors
+from flowlab.sandbox.access import AdminAccess, AdminGuard, RealApiCors, require_json
 from flowlab.sandbox.engine import Engine, Execution, unit_hash
 from flowlab.sandbox.errors import BadRequest, NotFound, SandboxError, Unauthorized, error_body
 from flowlab.sandbox.faults import FaultInjector, Knobs, parse_faults, parse_latency
 from flowlab.sandbox.limits import BodyLimit, parse_json
+from flowlab.sandbox.openapi import (
+    ADMIN_ERRORS,
+    ADMIN_WRITE_ERRORS,
+    CALL_FLOWS_BODY,
+    DECISION_MODEL_BODY,
+    FLOW_BODY,
+    KNOBS_BODY,
+    OFFER_BODY,
+    REAL_API_FAULTS,
+    RESET_BODY,
+    errors,
+    json_body,
+    truthful_openapi,
+)
 from flowlab.sandbox.store import Tenant
 
 __all__ = ["SandboxApp", "create_app"]
@@ -93,18 +107,41 @@ def create_app(
 
     # ---- the real API -------------------------------------------------------------------------------
 
-    @app.post("/v2/callFlows", tags=["Personalize API"], summary="Execute an experience or experiment")
+    example = {"clientKey": app.tenant.client_key, "channel": "WEB", "pointOfSale": "lumen/de",
+               "language": "EN", "browserId": "docs-example", "friendlyId": "checkout_ab_test"}  # fmt: skip
+    ref_header = {
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "GET /sandbox/executions/{ref}",
+    }
+    executed: dict[int | str, dict[str, Any]] = {
+        200: {
+            "description": "The flow's template output, unchanged (or No matching variant)",
+            "content": {_JSON: {"schema": {}}},
+            "headers": {"X-Flowlab-Execution": ref_header},
+        }
+    }
+
+    @app.post("/v2/callFlows", tags=["Personalize API"], summary="Execute an experience or experiment",
+              responses={**executed, **errors(400, 401, 404, *REAL_API_FAULTS)},
+              openapi_extra=json_body(CALL_FLOWS_BODY, example=example))  # fmt: skip
     async def call_flows(request: Request) -> Response:
         """Documented here; served by ``_CallFlowsFastPath`` (the same ``_call_flows`` function)."""
         status, body, headers = await _call_flows(engine, await request.body())
         return Response(body, status_code=status, media_type=_JSON, headers=headers)
 
-    @app.get("/v2/callFlows", tags=["Personalize API"], summary="Legacy form: the body as ?message=<json>")
-    async def call_flows_get(message: str = "") -> Response:
-        body = parse_json(message, "message (the request body as JSON)")
+    message_param = {"name": "message", "in": "query", "required": True, "description": "The body as JSON",
+                     "content": {_JSON: {"schema": CALL_FLOWS_BODY, "example": example}}}  # fmt: skip
+
+    @app.get("/v2/callFlows", tags=["Personalize API"], summary="Legacy form: the body as ?message=<json>",
+             responses={**executed, **errors(400, 401, 404, *REAL_API_FAULTS)},
+             openapi_extra={"parameters": [message_param]})  # fmt: skip
+    async def call_flows_get(request: Request) -> Response:
+        body = parse_json(request.query_params.get("message", ""), "message (the request body as JSON)")
         return answer(await engine.execute_async(body))
 
-    @app.get("/v1.2/browser/create.json", tags=["Stream API"], status_code=201)
+    @app.get("/v1.2/browser/create.json", tags=["Stream API"], status_code=201,
+             responses=errors(401, *REAL_API_FAULTS))  # fmt: skip
     async def browser_create(client_key: str = "", message: str = "{}") -> JSONResponse:
         if client_key != app.tenant.client_key:
             raise Unauthorized("unknown client_key", "pass the tenant's client key as ?client_key=")
@@ -113,7 +150,8 @@ def create_app(
                 "customer_ref": guest_ref}  # fmt: skip
         return JSONResponse(body, status_code=201)
 
-    @app.get("/v1.2/browser/{browser_id}/show.json", tags=["Stream API"])
+    @app.get("/v1.2/browser/{browser_id}/show.json", tags=["Stream API"],
+             responses=errors(401, 404, *REAL_API_FAULTS))  # fmt: skip
     async def browser_show(browser_id: str, client_key: str = "") -> dict[str, Any]:
         if client_key != app.tenant.client_key:
             raise Unauthorized("unknown client_key", "pass the tenant's client key as ?client_key=")
@@ -124,7 +162,7 @@ def create_app(
 
     # ---- the admin API ------------------------------------------------------------------------------
 
-    @app.get("/sandbox/info", tags=["Sandbox"])
+    @app.get("/sandbox/info", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))
     async def info() -> dict[str, Any]:
         return {
             "clientKey": app.tenant.client_key,
@@ -140,7 +178,7 @@ def create_app(
             },  # fmt: skip
         }
 
-    @app.get("/sandbox/flows", tags=["Sandbox"])
+    @app.get("/sandbox/flows", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))
     async def flows() -> list[dict[str, Any]]:
         return [
             {
@@ -153,18 +191,26 @@ def create_app(
             for _, f in sorted(app.tenant.flows.items())
         ]  # fmt: skip
 
-    @app.get("/sandbox/flows/{friendly_id}", tags=["Sandbox"])
+    @app.get("/sandbox/flows/{friendly_id}", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS, 404))
     async def flow(friendly_id: str) -> dict[str, Any]:
         found = app.tenant.flows.get(friendly_id)
         if found is None:
             raise NotFound(f"no flow with friendlyId '{friendly_id}'")
         return found.definition
 
-    @app.post("/sandbox/flows", tags=["Sandbox"], status_code=201)
+    @app.post(
+        "/sandbox/flows",
+        tags=["Sandbox"],
+        status_code=201,
+        responses=errors(*ADMIN_WRITE_ERRORS),
+        dependencies=_WRITE,
+        openapi_extra=json_body(FLOW_BODY),
+    )
     async def load_flow(request: Request) -> JSONResponse:
-        return JSONResponse(app.tenant.add_flow(await _json_object(request)), status_code=201)
+        data = await _json_object(request)
+        return JSONResponse(_loaded("flow", app.tenant.add_flow, data), status_code=201)
 
-    @app.get("/sandbox/flows/{friendly_id}/outcomes", tags=["Sandbox"])
+    @app.get("/sandbox/flows/{friendly_id}/outcomes", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS, 404))
     async def outcomes(friendly_id: str) -> list[dict[str, Any]]:
         """Simulated conversions for every guest who executed the flow (first variant seen)."""
         found = app.tenant.flows.get(friendly_id)
@@ -187,26 +233,45 @@ def create_app(
                          "converted": converted, "revenue": round(revenue, 2)})  # fmt: skip
         return rows
 
-    @app.get("/sandbox/offers", tags=["Sandbox"])
+    @app.get("/sandbox/offers", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))
     async def offers() -> list[dict[str, Any]]:
         return [{"ref": o["ref"], "name": o.get("name"), "attributes": o.get("attributes", {}),
                  "status": o.get("status")} for o in app.tenant.offers.values()]  # fmt: skip
 
-    @app.post("/sandbox/offers", tags=["Sandbox"], status_code=201)
+    @app.post(
+        "/sandbox/offers",
+        tags=["Sandbox"],
+        status_code=201,
+        responses=errors(*ADMIN_WRITE_ERRORS),
+        dependencies=_WRITE,
+        openapi_extra=json_body(OFFER_BODY),
+    )
     async def load_offer(request: Request) -> JSONResponse:
-        return JSONResponse(app.tenant.add_offer(await _json_object(request)), status_code=201)
+        data = await _json_object(request)
+        return JSONResponse(_loaded("offer", app.tenant.add_offer, data), status_code=201)
 
-    @app.get("/sandbox/decision-models", tags=["Sandbox"])
+    @app.get("/sandbox/decision-models", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))
     async def decision_models() -> list[dict[str, Any]]:
         return list(app.tenant.model_defs.values())
 
-    @app.post("/sandbox/decision-models", tags=["Sandbox"], status_code=201)
+    @app.post(
+        "/sandbox/decision-models",
+        tags=["Sandbox"],
+        status_code=201,
+        responses=errors(*ADMIN_WRITE_ERRORS),
+        dependencies=_WRITE,
+        openapi_extra=json_body(DECISION_MODEL_BODY),
+    )
     async def load_decision_model(request: Request) -> JSONResponse:
-        return JSONResponse(app.tenant.add_decision_model(await _json_object(request)), status_code=201)
+        data = await _json_object(request)
+        return JSONResponse(_loaded("decision model", app.tenant.add_decision_model, data), status_code=201)
 
-    @app.get("/sandbox/guests", tags=["Sandbox"])
+    @app.get("/sandbox/guests", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS, 400))
     async def guests(
-        limit: int = 50, offset: int = 0, browserId: str = "", email: str = ""
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        browserId: str = "",
+        email: str = "",
     ) -> dict[str, Any]:
         if not 0 < limit <= 10_000 or offset < 0:
             raise BadRequest("limit must be 1–10000 and offset 0 or more")
@@ -214,31 +279,44 @@ def create_app(
                                               email=email or None)  # fmt: skip
         return {"total": total, "items": items}
 
-    @app.get("/sandbox/guests/{guest_ref}", tags=["Sandbox"])
+    @app.get("/sandbox/guests/{guest_ref}", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS, 404))
     async def guest(guest_ref: str) -> dict[str, Any]:
         found = app.tenant.guests.get(guest_ref)
         if found is None:
             raise NotFound(f"no guest '{guest_ref}'")
         return found
 
-    @app.get("/sandbox/guests/{guest_ref}/tracking", tags=["Sandbox"])
+    @app.get("/sandbox/guests/{guest_ref}/tracking", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS, 404))
     async def tracking(guest_ref: str) -> list[dict[str, Any]]:
         if guest_ref not in app.tenant.guests:
             raise NotFound(f"no guest '{guest_ref}'")
         return app.tenant.tracking_records(guest_ref)
 
-    @app.get("/sandbox/executions/{ref}", tags=["Sandbox"])
+    @app.get("/sandbox/executions/{ref}", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS, 404))
     async def execution(ref: str) -> dict[str, Any]:
         return app.tenant.trace(ref)
 
-    @app.get("/sandbox/knobs", tags=["Sandbox"])
+    @app.get("/sandbox/knobs", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))
     async def get_knobs() -> dict[str, Any]:
         return knobs.describe()
 
-    @app.put("/sandbox/knobs", tags=["Sandbox"])
+    @app.put(
+        "/sandbox/knobs",
+        tags=["Sandbox"],
+        responses=errors(*ADMIN_WRITE_ERRORS),
+        dependencies=_WRITE,
+        openapi_extra=json_body(KNOBS_BODY),
+    )
     async def set_knobs(request: Request) -> dict[str, Any]:
         """Change latency and faults while running: ``{"latencyMs": "50", "faults": "503=0.1"}``."""
         data = await _json_object(request)
+        kinds = {"latencyMs": (str, int, float), "faults": (str, dict), "retryAfterS": (str, int, float)}
+        for name, types in kinds.items():
+            value = data.get(name)
+            if name in data and (isinstance(value, bool) or not isinstance(value, types)):
+                raise BadRequest(
+                    f"{name} must be a {' or '.join(t.__name__ for t in types)}", f"got {value!r}"
+                )
         try:
             if "latencyMs" in data:
                 knobs.latency = parse_latency(data["latencyMs"])
@@ -250,11 +328,19 @@ def create_app(
             raise BadRequest(str(exc)) from None
         return knobs.describe()
 
-    @app.post("/sandbox/reset", tags=["Sandbox"])
-    async def reset() -> dict[str, Any]:
+    @app.post(
+        "/sandbox/reset",
+        tags=["Sandbox"],
+        responses=errors(*ADMIN_WRITE_ERRORS),
+        dependencies=_WRITE,
+        openapi_extra=json_body(RESET_BODY),
+    )
+    async def reset(request: Request) -> dict[str, Any]:
+        await _json_object(request)  # {}: a JSON object, like every admin write
         app.tenant.reset()
         return {"status": "OK", "message": "back to the demo data"}
 
+    app.openapi = lambda: app.openapi_schema or _set_schema(app)  # type: ignore[method-assign]
     # outermost last: CORS (real-API routes only) > admin access > body limit > faults > fast path > FastAPI
     app.add_middleware(_CallFlowsFastPath, engine=engine)
     app.add_middleware(FaultInjector, knobs=knobs)
@@ -317,6 +403,29 @@ class _CallFlowsFastPath:
         headers.extend((k.lower().encode(), v.encode()) for k, v in extra.items())
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _set_schema(app: SandboxApp) -> dict[str, Any]:
+    app.openapi_schema = truthful_openapi(app, token_required=app.access.token is not None)
+    return app.openapi_schema
+
+
+async def _json_content(request: Request) -> None:
+    """Admin writes take JSON only: a web page can send text/plain or a form without a preflight."""
+    require_json(request.headers.get("content-type"))
+
+
+_WRITE = [Depends(_json_content)]
+
+
+def _loaded(
+    kind: str, load: Callable[[dict[str, Any]], dict[str, Any]], data: dict[str, Any]
+) -> dict[str, Any]:
+    """Load a definition; a shape the loader cannot read is a 400 naming the error, never a 500."""
+    try:
+        return load(data)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise BadRequest(f"the {kind} definition has a field of the wrong type or shape", repr(exc)) from None
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

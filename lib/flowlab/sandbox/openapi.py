@@ -1,0 +1,185 @@
+"""The sandbox's OpenAPI, made to tell the truth: request bodies, every status a route sends, no phantom 422.
+
+FastAPI declares only what it can see: routes that read ``Request`` get no request body, error statuses
+raised as exceptions are missing, and every route with parameters gets a 422 that the sandbox never sends
+(its validation errors are 400 with the one error body). So routes declare their bodies here
+(``CALL_FLOWS_BODY`` follows reference §2.1 and the engine's checks, no stricter: a body the schema rejects
+is one the sandbox rejects too) and their statuses with ``errors()``, and ``truthful_openapi`` drops the
+422s and, when an admin token is set, declares the bearer scheme on admin routes with their 401.
+A schema fuzzer (schemathesis, ``tests/test_sandbox_openapi.py``) checks the result against the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, Field
+
+from flowlab.sandbox.access import ADMIN_PREFIX
+
+__all__ = [
+    "ADMIN_ERRORS",
+    "ADMIN_WRITE_ERRORS",
+    "CALL_FLOWS_BODY",
+    "DECISION_MODEL_BODY",
+    "FLOW_BODY",
+    "KNOBS_BODY",
+    "OFFER_BODY",
+    "REAL_API_FAULTS",
+    "RESET_BODY",
+    "ErrorBody",
+    "errors",
+    "json_body",
+    "truthful_openapi",
+]
+
+
+class ErrorBody(BaseModel):
+    """The one error body (reference §3.5): ``status`` and ``code`` are strings."""
+
+    status: str = Field(examples=["400"])
+    code: str = Field(examples=["400"])
+    message: str
+    developerMessage: str  # the wire names
+    moreInfoUrl: str
+
+
+_WHY = {
+    400: "The request is malformed: the message says which field to fix",
+    401: "Unknown client key, or (admin routes) a missing or wrong admin token",
+    403: "A page of another origin, or an admin write on a sandbox bound off loopback without a token",
+    404: "No such flow, guest, execution or browser",
+    413: "The request body is over the 1 MiB limit",
+    415: "Admin writes take Content-Type: application/json",
+    421: "The Host header does not name this sandbox (DNS rebinding is refused)",
+    429: "Injected by the --faults knob (with Retry-After)",
+    500: "The flow failed (a condition, programmable or template), or injected by the --faults knob",
+    503: "Injected by the --faults knob (with Retry-After)",
+}
+
+#: every admin route can answer these (access.py, limits.py)
+ADMIN_ERRORS = (403, 413, 421)
+ADMIN_WRITE_ERRORS = (*ADMIN_ERRORS, 400, 415)
+#: the real-API routes, under the --faults knob
+REAL_API_FAULTS = (413, 429, 500, 503)
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status with the error body and why it is sent."""
+    return {status: {"model": ErrorBody, "description": _WHY[status]} for status in sorted(set(statuses))}
+
+
+_TEXT = {"type": "string", "pattern": r"\S"}
+_OPTIONAL_TEXT = {"anyOf": [_TEXT, {"type": "null"}]}
+_STRING_OR_NULL = {"type": ["string", "null"]}
+_IDENTIFIERS = {
+    "type": "object",
+    "required": ["provider", "id"],
+    "properties": {"provider": _TEXT, "id": _TEXT},
+    "description": "One identifier object (an array is for IDENTITY events, not callFlows)",
+}
+
+
+def _given(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+
+
+#: reference §2.1: exactly one of browserId, email, identifiers; unknown fields are ignored (the trace
+#: notes them). The legacy ``{"context": {...}}`` wrapper is accepted too but not described here.
+CALL_FLOWS_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["clientKey", "friendlyId"],
+    "properties": {
+        "clientKey": {"type": "string", "description": "The tenant's client key (GET /sandbox/info)"},
+        "friendlyId": {**_TEXT, "description": "The flow's friendlyId; a trailing * matches by prefix"},
+        "channel": {**_STRING_OR_NULL, "description": "WEB (default), MOBILE_APP, …"},
+        "language": {**_OPTIONAL_TEXT, "description": "ISO 639, e.g. EN; not empty when given"},
+        "currencyCode": {**_STRING_OR_NULL, "description": "ISO 4217, e.g. EUR"},
+        "currency": {"description": "Alias of currencyCode (the Cloud SDK's input name); read without it"},
+        "pointOfSale": {**_STRING_OR_NULL, "description": "A configured point of sale, e.g. lumen/de"},
+        "pos": {"description": "Legacy alias of pointOfSale; read without it"},
+        "browserId": {**_OPTIONAL_TEXT, "description": "From GET /v1.2/browser/create.json"},
+        "email": {**_OPTIONAL_TEXT},
+        "identifiers": {"anyOf": [_IDENTIFIERS, {"type": "null"}]},
+        "params": {"type": ["object", "null"], "description": "Custom data: request.params in flows"},
+        "guestRef": {"description": "Cloud SDK only; accepted and ignored"},
+        "variants": {"description": "Cloud SDK page variant ids; accepted and ignored"},
+    },
+    "allOf": [  # an alias is read (and must be a string or null) only when its main field is empty
+        {"if": _given("pointOfSale"), "else": {"properties": {"pos": _STRING_OR_NULL}}},
+        {"if": _given("currencyCode"), "else": {"properties": {"currency": _STRING_OR_NULL}}},
+    ],
+    "oneOf": [
+        {"required": ["browserId"], "properties": {"browserId": {"type": "string"}}},
+        {"required": ["email"], "properties": {"email": {"type": "string"}}},
+        {"required": ["identifiers"], "properties": {"identifiers": {"type": "object"}}},
+    ],
+}
+
+FLOW_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["friendlyId", "variants"],
+    "description": "A flow definition in the exported shape of reference §4.1 (same friendlyId: replaced)",
+    "properties": {
+        "friendlyId": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+        "type": {"enum": ["INTERACTIVE_API_FLOW", "INTERACTIVE_WEB_FLOW", "TRIGGERED_V3"]},
+        "variants": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+        "traffic": {"type": "object"},
+    },
+}
+
+OFFER_BODY: dict[str, Any] = {
+    "type": "object",
+    "description": "An offer: {ref?, name?, status?, attributes: {...}}",
+    "properties": {"attributes": {"type": "object"}},
+}
+
+DECISION_MODEL_BODY: dict[str, Any] = {
+    "type": "object",
+    "description": "A decision model (DMN-style nodes: decision tables and programmables, reference §5)",
+}
+
+KNOBS_BODY: dict[str, Any] = {
+    "type": "object",
+    "description": "Any of latencyMs (N, LOW-HIGH or real), faults (503=0.1,…), retryAfterS (seconds)",
+    "properties": {
+        "latencyMs": {"type": ["string", "number"]},
+        "faults": {"type": ["string", "object"]},
+        "retryAfterS": {"type": ["number", "string"]},
+    },
+}
+
+RESET_BODY: dict[str, Any] = {"type": "object", "description": "Nothing to say: send {}"}
+
+
+def json_body(schema: dict[str, Any], *, required: bool = True, example: Any = None) -> dict[str, Any]:
+    """``openapi_extra=`` declaring a JSON request body."""
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"requestBody": {"required": required, "content": {"application/json": media}}}
+
+
+def truthful_openapi(app: FastAPI, *, token_required: bool) -> dict[str, Any]:
+    """The app's OpenAPI without FastAPI's phantom 422s, with the admin token scheme when one is set."""
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes, description=app.description)
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            if token_required and (path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")):
+                operation["security"] = [{"adminToken": []}]
+                responses["401"] = {
+                    "description": _WHY[401],
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                }
+    components = schema.setdefault("components", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.get("schemas", {}).pop(name, None)
+    if token_required:
+        components["securitySchemes"] = {
+            "adminToken": {"type": "http", "scheme": "bearer", "description": "--admin-token"}
+        }
+    return schema
