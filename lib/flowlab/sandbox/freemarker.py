@@ -50,8 +50,8 @@ MAX_NESTING = 40  # nested directives
 MAX_EXPR_DEPTH = 100  # nested expression nodes; keeps recursion far below Python's limit
 MAX_SOURCE = 1_000_000
 TIME_LIMIT_S = 0.5  # wall time per render, nested ?interpret included
-INTERPRET_CACHE_CHARS = 1_000_000  # total source characters of ?interpret compilations kept
-INTERPRET_CACHE_ENTRY = 100_000  # larger ?interpret sources are compiled every time, never kept
+INTERPRET_CACHE_CHARS = 250_000  # total source characters of ?interpret compilations kept (~36 bytes each)
+INTERPRET_CACHE_ENTRY = 50_000  # larger ?interpret sources are compiled every time, never kept
 
 
 class TemplateError(Exception):
