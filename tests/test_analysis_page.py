@@ -90,6 +90,11 @@ def test_a_sandbox_run_shows_the_verdict_the_known_lift_and_the_charts() -> None
     ]
     assert "No failed calls." in successes
     assert {m.label for m in at.metric} >= {"p50", "p95", "p99", "Served"}
+    (label,) = at.selectbox(key="analysis_run").options
+    assert label.count("2,000 guests") == 1 and " · done · " in label and label.endswith(" UTC")
+    captions = texts(at.caption)
+    assert any("· 2,000 generated guests (seed 42)" in c for c in captions)  # not generated(n=2000, seed=42)
+    assert not any("biggest levels" in c for c in captions)  # 4 points of sale: nothing was pooled
 
 
 def test_breakdowns_and_run_table_filters_rerender_without_errors() -> None:

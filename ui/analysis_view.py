@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from flowlab import charts, outcomes
+from flowlab import analysis, charts, outcomes
 from flowlab.errors import FlowLabError
 from flowlab.report import comparison_rows, conversion_rows, parse_split, split_rows, verdict_kind
 from flowlab.runlog import RunRecord
@@ -88,8 +89,33 @@ def run_picker() -> RunRecord | None:
     if st.session_state.get("analysis_run") not in by_id:
         current = st.session_state.get("batch_run_id")
         st.session_state["analysis_run"] = current if current in by_id else records[0].id
-    chosen = st.selectbox("Run", list(by_id), format_func=lambda i: by_id[i].label, key="analysis_run")
+    chosen = st.selectbox("Run", list(by_id), format_func=lambda i: _run_label(by_id[i]), key="analysis_run")
     return by_id[str(chosen)]
+
+
+def _run_label(r: RunRecord) -> str:
+    """Name, status, count and start, without saying the count twice (the app names runs by their size)."""
+    if r.status != "running" and r.done < r.total:
+        counts = f"{r.done:,} of {r.total:,} guests"
+    elif f"{r.total:,} guests" in r.name:
+        counts = ""
+    else:
+        counts = f"{r.total:,} guests"
+    return " · ".join(p for p in (r.name, r.status, counts, _when(r.created)) if p)
+
+
+def _when(created: str) -> str:
+    """``2026-12-01T17:10:31.932Z`` as ``2026-12-01 17:10 UTC``: seconds and milliseconds tell a reader nothing."""
+    return f"{created[:16].replace('T', ' ')} UTC" if created else ""
+
+
+_GENERATED = re.compile(r"^generated\(n=(\d+), seed=(\d+)\)$")
+
+
+def _source_text(source: str) -> str:
+    """Where the guests came from, in words (``generated(n=5000, seed=42)`` → 5,000 generated guests, seed 42)."""
+    found = _GENERATED.match(source)
+    return f"{int(found[1]):,} generated guests (seed {found[2]})" if found else source
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -194,8 +220,8 @@ def load_analysis(record: RunRecord) -> Analysis:
 def show_overview(a: Analysis) -> None:
     r = a.record
     st.caption(
-        plain(f"{r.friendly_id} on {r.target} · started {r.created.replace('T', ' ').replace('Z', ' UTC')}")
-        + (f" · {plain(r.source)}" if r.source else "")
+        plain(f"{r.friendly_id} on {r.target} · started {_when(r.created)}")
+        + (f" · {plain(_source_text(r.source))}" if r.source else "")
     )
     if r.status == "running":
         st.info(
@@ -328,7 +354,10 @@ def show_breakdown(a: Analysis) -> None:
         st.caption("Nothing to show for this choice.")
         return
     st.altair_chart(charts.breakdown_chart(table, str(dimension), value=str(value)), width="stretch")
-    st.caption(f"The {levels} biggest levels; the rest are pooled as '(other)'.")
+    if (table[str(dimension)] == analysis.OTHER).any():  # say so only when levels were pooled
+        st.caption(
+            f"The {levels} biggest levels of {plain(str(dimension))}; the rest are pooled as '(other)'."
+        )
 
 
 def show_offers(a: Analysis) -> None:
