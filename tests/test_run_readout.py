@@ -91,3 +91,10 @@ def test_offer_lists_are_not_shared_between_rows(store: RunStore) -> None:
     offers = store.to_dataframe(["offers"])["offers"]
     same = [cell for cell in offers if cell == ["Free shipping"]]
     assert len(same) > 1 and len({id(cell) for cell in same}) == len(same)
+
+
+def test_excluded_columns_stay_in_sqlite(store: RunStore) -> None:
+    frame = store.to_dataframe(exclude=("body", "identity", "finished_at"))
+    columns = [c for c in store.to_dataframe().columns if c not in ("body", "identity", "finished_at")]
+    assert list(frame.columns) == columns and "tags" in columns  # sample columns kept, found in the rows
+    pd.testing.assert_frame_equal(frame, row_by_row(store, columns), check_exact=True)

@@ -27,7 +27,7 @@ import streamlit as st
 from flowlab import analysis, report
 from flowlab.batch import BatchHandle, BatchOptions
 from flowlab.outcomes import read_outcomes, sandbox_outcomes, with_outcomes
-from flowlab.runlog import RunLog, RunRecord, load_results
+from flowlab.runlog import RunLog, RunRecord
 from flowlab.runs import RunStore
 from flowlab.samples import GuestSample
 from ui.target import sandbox_admin
@@ -166,10 +166,16 @@ def stamp(path: Path) -> Stamp:
     return (parts[0], parts[1], parts[2], parts[3])
 
 
+# Result columns the Analysis page never reads: leaving them in SQLite makes the first load of a big run
+# cheaper (bodies are most of a run's bytes; the others are per-guest text no table or chart shows).
+_NOT_ANALYSED = ("body", "identity", "variant_source", "offer_count", "execution_ref", "finished_at")
+
+
 @st.cache_resource(max_entries=3, show_spinner="Loading the run…")
 def run_frame(path: str, stamp: Stamp) -> pd.DataFrame:
-    """The run's rows (no bodies), shared read-only by every session."""
-    return load_results(path)
+    """The run's rows as the Analysis page uses them, shared read-only by every session."""
+    with RunStore.open(path) as store:
+        return store.to_dataframe(exclude=_NOT_ANALYSED)
 
 
 @st.cache_resource(max_entries=3, show_spinner="Fetching the sandbox's simulated outcomes…")

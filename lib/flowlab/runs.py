@@ -488,8 +488,13 @@ class RunStore:
             while rows := cursor.fetchmany(chunk_rows):
                 yield layout.table(rows)
 
-    def to_dataframe(self, columns: Sequence[str] | None = None, *, chunk_rows: int = 20_000) -> pd.DataFrame:
+    def to_dataframe(
+        self, columns: Sequence[str] | None = None, *, exclude: Sequence[str] = (), chunk_rows: int = 20_000
+    ) -> pd.DataFrame:
         """The results as a DataFrame, one row per guest, sample columns expanded, ``offers`` as lists.
+
+        ``columns`` picks columns (in that order); ``exclude`` leaves result columns out of the default
+        set, e.g. ``body``, which is most of a run's bytes and no analysis reads.
 
         Read column by column, not row by row: SQLite folds each column of a chunk into one JSON array
         (``json_group_array``), orjson parses it in one call and Arrow takes the list, so no tuple is built
@@ -502,9 +507,13 @@ class RunStore:
         import pyarrow as pa
 
         extra_order = self.meta.extra_columns
+        fetched = [c for c in RESULT_COLUMNS if c not in exclude] if columns is None else columns
         with self._reader() as conn:
-            read = _ColumnRead.fetch(conn, columns, chunk_rows)
-        layout = _Layout.build(read.extra_kinds(extra_order), columns)
+            read = _ColumnRead.fetch(conn, fetched, chunk_rows, extra=columns is None)
+        kinds = read.extra_kinds(extra_order)
+        if columns is None:
+            columns = [c for c in _Layout.build(kinds, None).wanted if c not in exclude]
+        layout = _Layout.build(kinds, columns)
         table = read.table(layout)
         frame: pd.DataFrame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
         if "offers" in layout.wanted:
@@ -686,9 +695,12 @@ class _ColumnRead:
     extras: list[dict[str, Any]]  # the distinct ``extra`` objects, parsed
 
     @classmethod
-    def fetch(cls, conn: sqlite3.Connection, columns: Sequence[str] | None, chunk_rows: int) -> _ColumnRead:
+    def fetch(
+        cls, conn: sqlite3.Connection, columns: Sequence[str] | None, chunk_rows: int, extra: bool = False
+    ) -> _ColumnRead:
+        """Read ``columns`` (None: all), and the sample columns when any is asked for (or ``extra``)."""
         picked = [c for c in RESULT_COLUMNS if columns is None or c in columns]
-        with_extra = columns is None or any(c not in RESULT_COLUMNS for c in columns)
+        with_extra = extra or columns is None or any(c not in RESULT_COLUMNS for c in columns)
         folded = ["row", *(c for c in picked if c != "row" and c not in _REAL_COLUMNS)]
         plain = [c for c in picked if c in _REAL_COLUMNS]
         inner = ", ".join([*(f'"{c}"' for c in folded), *(["extra"] if with_extra else [])])
@@ -770,7 +782,7 @@ class _ColumnRead:
 
 def _row_order(rows: Sequence[int]) -> list[int] | None:
     """None when a folded page came in row order (as SQLite does); else the positions that sort it."""
-    if all(a < b for a, b in zip(rows, rows[1:], strict=False)):
+    if rows == sorted(rows):  # row is the primary key: no two are equal
         return None
     return sorted(range(len(rows)), key=rows.__getitem__)
 
