@@ -9,6 +9,10 @@ browserId (a wrk Lua counter), so the sandbox creates and buckets a new guest pe
 Goal (issue #3): >= 1,500 req/s and p99 < 50 ms on one worker. Throughput is measured saturated (closed
 loop); p99 at an offered load of ~1,500 req/s (each connection paces itself with wrk's ``delay()``), since
 at saturation a closed loop's latency is just queueing (connections / throughput).
+
+Issue #8 moved guest code (conditions, decision models, the template) into worker processes, one round
+trip per request; the row "guest code inline" runs the same sandbox with that stage on the event loop
+thread, as before, so the two rows show what the isolation costs.
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ app = FastAPI()
 async def call_flows(request: Request) -> Response:
     await request.body()
     return Response('{"variant":"A","decisionOffers":[]}', media_type="application/json")
+"""
+
+# The sandbox as before issue #8: guest code (conditions, models, templates) on the event loop thread.
+INLINE_APP = """
+import gc, sys, uvicorn
+from flowlab.sandbox import create_app
+app = create_app()
+app.engine.guest_code = "inline"
+gc.freeze()
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning")
 """
 
 LUA = """
@@ -112,19 +126,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         (tmpdir / "bare_app.py").write_text(BARE_APP)
+        (tmpdir / "inline_app.py").write_text(INLINE_APP)
         script = tmpdir / "callflows.lua"
         script.write_text(LUA)
         results: dict[tuple[str, str], dict[str, float]] = {}
         servers = {
             "bare FastAPI": (["-m", "uvicorn", "bare_app:app"], tmpdir),
             "sandbox (checkout_ab_test)": (["-m", "flowlab", "sandbox"], ROOT),
+            "sandbox, guest code inline": ([str(tmpdir / "inline_app.py")], ROOT),
         }
         # paced: each connection waits so that the offered load is about args.rate req/s
         pace_ms = max(0.0, 1000 * args.connections / args.rate - 1.0)
         for name, (cmd, cwd) in servers.items():
             port = free_port()
-            extra = ["--port", str(port)] + (["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
-                                              if "uvicorn" in cmd else [])  # fmt: skip
+            if cmd[0].endswith("inline_app.py"):
+                extra = [str(port)]
+            else:
+                extra = ["--port", str(port)] + (["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
+                                                  if "uvicorn" in cmd else [])  # fmt: skip
             proc = start([sys.executable, *cmd, *extra], port, cwd)
             try:
                 wrk(port, 2, args.connections, script)  # warm-up
@@ -151,6 +170,12 @@ def main() -> int:
     paced = results[("sandbox (checkout_ab_test)", f"~{args.rate:,} req/s")]
     bare = results[("bare FastAPI", "saturated")]
     print(f"sandbox / bare FastAPI throughput: {sandbox['rps'] / bare['rps']:.2f}")
+    inline = results[("sandbox, guest code inline", "saturated")]
+    inline_paced = results[("sandbox, guest code inline", f"~{args.rate:,} req/s")]
+    print(
+        f"guest code in worker processes / inline (issue #8): throughput {sandbox['rps'] / inline['rps']:.2f}, "
+        f"p50 at ~{args.rate:,} req/s {paced['p50']:.2f} vs {inline_paced['p50']:.2f} ms"
+    )
     ok = sandbox["rps"] >= 1500 and paced["p99"] < 50
     print(f"goal (>= 1,500 req/s; p99 < 50 ms at ~{args.rate:,} req/s): {'met' if ok else 'NOT met'}")
     print(

@@ -423,11 +423,14 @@ class WorkerPool:
         if not self._started:
             await loop.run_in_executor(None, self.start)
         checkout = self._acquire()
-        try:
-            worker = await asyncio.wrap_future(checkout)
-        except asyncio.CancelledError:  # a worker handed over as we were cancelled goes back
-            checkout.add_done_callback(lambda f: None if f.cancelled() else self._release(f.result()))
-            raise
+        if checkout.done():  # the usual case: an idle worker, no thread-safe wake-up of the loop needed
+            worker = checkout.result()
+        else:
+            try:
+                worker = await asyncio.wrap_future(checkout)
+            except asyncio.CancelledError:  # a worker handed over as we were cancelled goes back
+                checkout.add_done_callback(lambda f: None if f.cancelled() else self._release(f.result()))
+                raise
         ok = False
         try:
             job_id = next(worker.next_job)
