@@ -1,6 +1,6 @@
 """Benchmark the batch engine against plain clients and Newman, on loopback, in one run (about 3 minutes).
 
-    .venv/bin/python bench/batch.py [--quick] [--skip-newman] [--skip-rss]
+    .venv/bin/python bench/batch.py [--quick] [--skip-newman] [--skip-rss] [--runner-only]
 
 A minimal fixed-delay server (``bench/fixed_delay_server.py``) runs in a subprocess, so the client under test
 has a core of its own on a 2-core machine. For each scenario (concurrency / server delay) it measures:
@@ -154,8 +154,11 @@ def row(scenario: str, client: str, rps: float, ideal: float | None) -> None:
     )
 
 
-def throughput(quick: bool, workdir: Path) -> dict[str, float]:
-    """Every client on every scenario; the raw transport and the runner get the best of two runs."""
+def throughput(quick: bool, workdir: Path, *, runner_only: bool = False) -> dict[str, float]:
+    """Every client on every scenario; the raw transport and the runner get the best of two runs.
+
+    ``runner_only``: just the batch runner (a before/after check of a runner change in about a minute).
+    """
     seconds = 1.5 if quick else 2.5
     tries = 1 if quick else 2
     results: dict[str, float] = {}
@@ -166,6 +169,11 @@ def throughput(quick: bool, workdir: Path) -> dict[str, float]:
         scenario = f"{concurrency} conc / {delay_ms} ms"
         sample = generate_guests(guests // (3 if quick else 1), seed=concurrency + delay_ms)
         with server(delay_ms) as url:
+            if runner_only:
+                rps = max(runner(url, concurrency, sample, workdir) for _ in range(tries))
+                row(scenario, f"batch runner, {len(sample):,} guests, best of {tries}", rps, ideal)
+                results[scenario] = rps
+                continue
             row(scenario, "httpx.AsyncClient", run_loop(httpx_plain(url, concurrency, seconds)), ideal)
             row(
                 scenario,
@@ -291,6 +299,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke test of the bench)")
     parser.add_argument("--skip-newman", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--runner-only", action="store_true", help="only the batch runner's rows and RSS")
     parser.add_argument("--rss-child", nargs=3, metavar=("URL", "GUESTS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -303,11 +312,12 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="flowlab-bench-") as tmp:
         workdir = Path(tmp)
-        results = throughput(args.quick, workdir)
-        read_speed(20_000 if args.quick else 100_000, workdir)
+        results = throughput(args.quick, workdir, runner_only=args.runner_only)
+        if not args.runner_only:
+            read_speed(20_000 if args.quick else 100_000, workdir)
         if not args.skip_rss:
             peak_rss(20_000 if args.quick else 100_000, workdir)
-        if not args.skip_newman:
+        if not (args.skip_newman or args.runner_only):
             newman(results["50 conc / 50 ms"], workdir, 60 if args.quick else 150)
     print(f"bench took {time.perf_counter() - started:.0f} s; load average after: {os.getloadavg()[0]:.2f}")
 

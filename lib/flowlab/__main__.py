@@ -157,7 +157,7 @@ def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
-    from flowlab.batch import BatchOptions, run_batch_to_file
+    from flowlab.batch import BatchOptions, resume_state, run_batch_to_file, store_path_for
     from flowlab.samples import read_guests
 
     sample = read_guests(Path(args.guests))
@@ -190,6 +190,10 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
             timeout=args.timeout or settings.timeout,
             variant_path=args.variant_path,
         )
+        if args.resume:  # before any call: how many were in flight at the stop (#8)
+            state = resume_state(store_path_for(args.out))
+            if state is not None:
+                sys.stderr.write(state.describe() + "\n")
         summary = run_batch_to_file(
             sample, options, Path(args.out), resume=args.resume, progress=not args.quiet
         )

@@ -9,15 +9,28 @@ What it does, and why:
   project's one ``RetryPolicy``; other answers are final. A **retry budget** keeps a failing server from
   being hammered: every new guest earns ``retry_budget`` retries (0.5: one retry per two guests, so at
   most a third of all requests are retries) on top of a small reserve; when it is spent, failures stand.
-* **Streaming.** Guests are taken from the sample lazily, results go to the ``RunStore`` in small
-  transactions (every 100 ms or 500 rows), so memory stays flat whatever the sample size.
+* **Streaming, and exact resume.** Guests are taken from the sample lazily; results go to the ``RunStore``
+  in **group commits**: the writer commits whatever is pending as soon as its previous commit ends, so a
+  result is durable within milliseconds of its arrival. Results wait for the writer in a bounded queue
+  (``queue_rows``); when it is full the workers wait (backpressure), so memory stays flat whatever the
+  sample size, and a slow disk slows the run instead of filling memory.
+* **Dispatch marks.** A guest's request leaves only after its row is marked as dispatched in a committed
+  group, so after a kill -9 the marks without a result are a superset of the guests in flight: a resume
+  calls them again and reports how many (``BatchSummary.in_flight_before``, ``resume_state``). Waiting for
+  a commit before every request cost up to a fifth of the throughput on a busy 2-core machine, so each
+  group also marks a small **reserve** of the next guests, sized to what the workers took during the
+  previous commit (twice that, at most ``concurrency``), and workers take marked guests from it without
+  waiting. The count is therefore an **upper bound**: the guests in flight plus at most that reserve (a
+  cancel or a clean end releases the reserve, so only a crash over-counts).
 * **Cancel, resume, retry failed.** ``cancel()`` stops new calls, gives those in flight a second to finish
   and marks the run ``cancelled``. A resume skips every guest that has a row; ``only_failed`` calls again
   the guests whose row is not ok (and any without a row), replacing their rows. Either way every guest
   ends with exactly one row. What a kill -9 can lose is in ``flowlab.runs``.
 * **Hot path.** Bodies are serialised with orjson and posted through ``client.BatchTransport`` (raw
-  aiohttp: httpx's per-request work caps a 2-core machine well below the goal, see ``bench/batch.py``);
-  SQLite writes run in a writer thread. Where uvloop is installed, the sync entry points use it.
+  aiohttp: httpx's per-request work caps a 2-core machine well below the goal, see ``bench/batch.py``).
+  Group commits run on the event loop itself (a few hundred µs each): in a writer thread every commit
+  waited for the GIL behind the busy loop, groups took 5–10x longer and the reserve ran dry. Where
+  uvloop is installed, the sync entry points use it.
 
 Only ``options.base_url`` is ever called; the app adds the live-tenant confirmation before it starts a run.
 """
@@ -25,6 +38,7 @@ Only ``options.base_url`` is ever called; the app adds the live-tenant confirmat
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import logging
@@ -52,6 +66,8 @@ __all__ = [
     "BatchHandle",
     "BatchOptions",
     "BatchSummary",
+    "ResumeState",
+    "resume_state",
     "run_batch",
     "run_batch_to_file",
     "start_batch",
@@ -63,6 +79,7 @@ logger = logging.getLogger(__name__)
 #: For ``--out results.csv`` (or ``.parquet``) the run store is ``results.csv.sqlite`` beside it.
 STORE_SUFFIX = ".sqlite"
 _CANCEL_GRACE_S = 1.0
+_PROGRESS_EVERY_S = 0.1  # progress callbacks (a tqdm bar, say) at most this often, not at every commit
 _BODY_CACHE_SIZE = 2048  # distinct response bodies remembered (oldest dropped first)
 _OUT_SUFFIXES = (".csv", ".parquet", ".sqlite", ".db")
 
@@ -89,8 +106,7 @@ class BatchOptions:
     timeout: float = 10.0
     variant_path: str | None = None
     retry_budget: float = 0.5
-    flush_interval: float = 0.1
-    flush_rows: int = 500
+    queue_rows: int = 1000
 
     def __post_init__(self) -> None:
         problems = [
@@ -99,9 +115,7 @@ class BatchOptions:
             "retries must be 0 or more" if self.retries < 0 else "",
             "timeout must be positive seconds" if self.timeout <= 0 else "",
             "retry_budget must be 0 or more" if self.retry_budget < 0 else "",
-            "flush_interval and flush_rows must be positive"
-            if self.flush_interval <= 0 or self.flush_rows < 1
-            else "",
+            "queue_rows must be 1 or more" if self.queue_rows < 1 else "",
         ]
         if any(problems):
             raise ConfigError("; ".join(p for p in problems if p))
@@ -142,7 +156,9 @@ class BatchSummary:
     """How a run ended.
 
     ``total``, ``ok``, ``failed`` and ``errors_by_type`` cover the whole run (every session of it);
-    ``called``, ``elapsed_s``, ``rps`` (guests finished per second) and the retry counts cover this session.
+    ``called``, ``elapsed_s``, ``rps`` (guests finished per second) and the retry counts cover this session;
+    ``in_flight_before`` counts the guests that were in flight when the previous session stopped (called
+    again in this one; the tenant may have recorded their first call).
     """
 
     total: int
@@ -157,6 +173,7 @@ class BatchSummary:
     retries_denied: int = 0
     cancelled: bool = False
     output: Path | None = None
+    in_flight_before: int = 0
 
     @property
     def missing(self) -> int:
@@ -177,6 +194,8 @@ class BatchSummary:
             text += f", {self.retries:,} retries" + (
                 f" ({self.retries_denied:,} over budget)" if self.retries_denied else ""
             )
+        if self.in_flight_before:
+            text += f"; {self.in_flight_before:,} in flight at the last stop were called again"
         if self.cancelled:
             text += f"; cancelled with {self.missing:,} to go (resume to finish)"
         return text + f"; results in {self.output or self.store_path}"
@@ -227,7 +246,11 @@ class _RetryBudget:
 
 
 class _Runner:
-    """One session of a run: workers, the writer and the counters, on one event loop."""
+    """One session of a run: workers, the writer and the counters, on one event loop.
+
+    The writer task commits groups on the loop; the writer thread (``_in_writer``) is left for the rare
+    store calls at the start and end of a session.
+    """
 
     def __init__(
         self,
@@ -251,8 +274,24 @@ class _Runner:
         self._templates: dict[tuple[tuple[str, str], ...], _Template | RequestValidationError] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()  # binds to the loop that first waits on it (Python >= 3.10)
-        self._flush_now = asyncio.Event()
-        self._rows: list[tuple[Any, ...]] = []  # results as SQL rows, converted here, not on the writer
+        # The group being gathered for the next commit: results (as SQL rows, converted here, not on the
+        # writer), dispatch marks, released marks; ``_group`` is set once that commit is durable.
+        self._rows: list[tuple[Any, ...]] = []
+        self._marks: list[tuple[int, float]] = []
+        self._released: list[int] = []
+        self._reserving: list[GuestRow] = []  # guests marked in the group being gathered
+        self._writing: list[GuestRow] = []  # guests marked in the group being written
+        self._reserve: collections.deque[GuestRow] = collections.deque()  # marked (durably), not yet taken
+        self._guests: Iterator[GuestRow] = iter(())
+        self._exhausted = False
+        self._taken = 0  # guests taken from the reserve since the writer last topped it up
+        self._hungry = 0  # workers waiting for the reserve
+        self._refilled = asyncio.Event()
+        self._wake = asyncio.Event()  # something is pending for the writer
+        self._space = asyncio.Event()  # the result queue has room
+        self._space.set()
+        self._reported = 0.0
+        self.in_flight_before = 0
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flowlab-run-writer")
         self._started = 0.0
         self._base = Progress(0, 0, 0, 0, {}, 0.0, 0.0, None)
@@ -279,6 +318,8 @@ class _Runner:
             skip -= self.store.failed_rows()
         todo = [g for g in self.sample.guests if g.row not in skip]
         done = len(self.sample) - len(todo)
+        marks = self.store.in_flight_rows()
+        self.in_flight_before = len(marks & {g.row for g in todo}) if marks else 0
         before = self.store.progress()
         errors = {} if self.only_failed else dict(before.errors_by_type)
         failed = 0 if self.only_failed else before.failed
@@ -290,14 +331,14 @@ class _Runner:
         todo, self._base = self._pending()
         await self._in_writer(self.store.mark_started, self.options.run_meta(self.sample).options)
         self._started = time.perf_counter()
-        guests = iter(todo)
+        self._guests = iter(todo)
         writer = asyncio.create_task(self._writer())
         try:
             async with BatchTransport(
                 base_url=self.options.base_url, max_connections=self.options.concurrency
             ) as http:
                 count = min(self.options.concurrency, len(todo))
-                workers = [asyncio.create_task(self._worker(guests, http)) for _ in range(count)]
+                workers = [asyncio.create_task(self._worker(http)) for _ in range(count)]
                 await self._supervise(workers, writer)
         finally:
             writer.cancel()
@@ -329,59 +370,91 @@ class _Runner:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
-    async def _worker(self, guests: Iterator[GuestRow], http: BatchTransport) -> None:
-        for guest in guests:
-            if self._stop.is_set():
+    async def _worker(self, http: BatchTransport) -> None:
+        while not self._stop.is_set():
+            guest = await self._take()
+            if guest is None:
                 return
             result = await self._call(guest, http)
             if result is None:
                 return
-            self._record(result)
+            await self._record(result)
 
-    def _record(self, result: GuestResult) -> None:
+    async def _take(self) -> GuestRow | None:
+        """The next guest whose dispatch mark is durable (from the reserve); None when none are left."""
+        while not self._reserve:
+            if self._stop.is_set() or (self._exhausted and not (self._reserving or self._writing)):
+                return None
+            refilled = self._refilled
+            self._hungry += 1
+            self._wake.set()
+            try:
+                await refilled.wait()
+            finally:
+                self._hungry -= 1
+        self._taken += 1
+        self._wake.set()  # the writer tops the reserve up in its next group
+        return self._reserve.popleft()
+
+    async def _record(self, result: GuestResult) -> None:
+        """Queue a result for the next group commit; wait while the queue is full (backpressure)."""
+        while len(self._rows) >= self.options.queue_rows:
+            self._space.clear()
+            await self._space.wait()
         self._rows.append(result.as_sql())
+        self._wake.set()
         self._called += 1
         if result.ok:
             self._ok += 1
         else:
             self._errors[result.error_type] += 1
-        if len(self._rows) >= self.options.flush_rows:
-            self._flush_now.set()
 
     async def _call(self, guest: GuestRow, http: BatchTransport) -> GuestResult | None:
-        """One guest, with retries; None if the run stopped before the guest had an answer worth keeping."""
+        """One guest, with retries; None if the run stopped before the guest had an answer worth keeping.
+
+        The guest's dispatch mark is durable (it came from the reserve); if its request never leaves (the
+        run stopped first), the mark is released in the next group, so it does not count as in flight.
+        """
         options = self.options
         try:
             body, request = self._prepare(guest)
         except RequestValidationError as exc:
             return self._result(guest, None, None, error=str(exc), error_type="invalid_request")
-        self.budget.earn()
-        attempt = 0
-        while True:
-            attempt += 1
-            if self.limiter is not None:
-                await self.limiter.acquire()
-            if self._stop.is_set():
-                return None
-            started = time.perf_counter()
-            try:
-                status, headers, text, latency_ms = await http.post_call_flows(body, options.timeout)
-            except APIError as exc:
-                if await self._retry(attempt, self.policy.delay(attempt)):
-                    continue
+        sent = False
+        try:
+            self.budget.earn()
+            attempt = 0
+            while True:
+                attempt += 1
+                if self.limiter is not None:
+                    await self.limiter.acquire()
                 if self._stop.is_set():
                     return None
-                kind = "timeout" if isinstance(exc, APITimeoutError) else "connection"
-                latency = (time.perf_counter() - started) * 1000
-                return self._result(guest, request, None, latency, attempt, error=str(exc), error_type=kind)
-            if 200 <= status < 300:
+                started = time.perf_counter()
+                sent = True
+                try:
+                    status, headers, text, latency_ms = await http.post_call_flows(body, options.timeout)
+                except APIError as exc:
+                    if await self._retry(attempt, self.policy.delay(attempt)):
+                        continue
+                    if self._stop.is_set():
+                        return None
+                    kind = "timeout" if isinstance(exc, APITimeoutError) else "connection"
+                    latency = (time.perf_counter() - started) * 1000
+                    return self._result(
+                        guest, request, None, latency, attempt, error=str(exc), error_type=kind
+                    )
+                if 200 <= status < 300:
+                    return self._answer(guest, request, status, headers, text, latency_ms, attempt)
+                if self.policy.retryable_status(status):
+                    if await self._retry(attempt, self.policy.delay(attempt, headers.get("Retry-After"))):
+                        continue
+                    if self._stop.is_set():
+                        return None
                 return self._answer(guest, request, status, headers, text, latency_ms, attempt)
-            if self.policy.retryable_status(status):
-                if await self._retry(attempt, self.policy.delay(attempt, headers.get("Retry-After"))):
-                    continue
-                if self._stop.is_set():
-                    return None
-            return self._answer(guest, request, status, headers, text, latency_ms, attempt)
+        finally:
+            if not sent:
+                self._released.append(guest.row)
 
     def _prepare(self, guest: GuestRow) -> tuple[bytes, CallFlowRequest]:
         """The body to send for ``guest``, and the validated request of its combination of overrides.
@@ -518,30 +591,61 @@ class _Runner:
         return await asyncio.shield(self._loop.run_in_executor(self._executor, function, *args))
 
     async def _writer(self) -> None:
+        """Group commits: whatever is pending goes into one transaction as soon as the previous one ends,
+        with marks for the guests that top the reserve up."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(), self.options.flush_interval)
-            self._flush_now.clear()
-            await self._flush()
+            await self._wake.wait()
+            self._wake.clear()
+            self._top_up()
+            rows, marks, released, self._writing = self._rows, self._marks, self._released, self._reserving
+            self._rows, self._marks, self._released, self._reserving = [], [], [], []
+            self._space.set()
+            self.store.write_rows(rows, marks, released)  # on the loop: see the class docstring
+            self._reserve.extend(self._writing)
+            self._writing = []
+            refilled, self._refilled = self._refilled, asyncio.Event()
+            refilled.set()
+            if self.on_progress is not None and time.monotonic() - self._reported >= _PROGRESS_EVERY_S:
+                self._reported = time.monotonic()
+                self.on_progress(self._snapshot())
+            await asyncio.sleep(0)  # let the workers run before the next group
 
-    async def _flush(self) -> None:
-        batch, self._rows = self._rows, []
-        if batch:
-            await self._in_writer(self.store.write_rows, batch)
-        if self.on_progress is not None:
-            self.on_progress(self._snapshot())
+    def _top_up(self) -> None:
+        """Mark the next guests so that the reserve holds about twice what the workers took during the
+        last commit (at least one, at most ``concurrency``), plus one for every worker waiting."""
+        target = min(self.options.concurrency, max(1, 2 * self._taken))
+        self._taken = 0
+        if self._stop.is_set():
+            return
+        want = self._hungry + target - len(self._reserve) - len(self._reserving)
+        now = time.time()
+        while want > 0 and not self._exhausted:
+            guest = next(self._guests, None)
+            if guest is None:
+                self._exhausted = True
+                break
+            self._reserving.append(guest)
+            self._marks.append((guest.row, now))
+            want -= 1
 
     async def _finish(self) -> bool:
         """Write what is left and record how the run ended: ``done`` if every guest has a row, else
-        ``cancelled`` (resumable). Queued after any write in flight, and waited for even on cancel."""
+        ``cancelled`` (resumable). Queued after any write in flight, and waited for even on cancel.
+
+        Marks not yet committed are dropped, and the reserve is released: those requests never left.
+        """
 
         def finish() -> bool:
-            self.store.write_rows(batch)
+            self.store.write_rows(rows, (), released)
             complete = self.store.progress().done >= len(self.sample)
             self.store.set_status("done" if complete else "cancelled")
             return complete
 
-        batch, self._rows = self._rows, []
+        rows = self._rows
+        unsent = [*self._reserve, *self._reserving, *self._writing]
+        released = [*self._released, *(g.row for g in unsent)]
+        self._rows, self._marks, self._released, self._reserving, self._writing = [], [], [], [], []
+        self._reserve.clear()
         try:
             complete: bool = await self._in_writer(finish)
         finally:
@@ -577,6 +681,7 @@ class _Runner:
             retries=self.budget.spent,
             retries_denied=self.budget.denied,
             cancelled=cancelled,
+            in_flight_before=self.in_flight_before,
         )
 
 
@@ -600,6 +705,41 @@ async def run_batch(
     runner = _Runner(sample, options, store, only_failed=only_failed, on_progress=on_progress)
     with store.claim():
         return await runner.run()
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What resuming a run store will do: guests with a result, guests to call, and how many of those were
+    in flight when the run stopped (dispatch marks without a result: an upper bound, see the module doc)."""
+
+    total: int
+    done: int
+    to_call: int
+    in_flight: int
+
+    def describe(self) -> str:
+        """One line for a terminal or the app, said before the resumed run calls anyone."""
+        text = f"resuming: {self.done:,} of {self.total:,} guests have a result; calling the {self.to_call:,} left"
+        if self.in_flight:
+            were = "was" if self.in_flight == 1 else "were"
+            text += (
+                f". Up to {self.in_flight:,} of them {were} in flight when the run stopped: the tenant may "
+                "already have recorded that first call, and they are called again"
+            )
+        return text
+
+
+def resume_state(path: str | Path, *, only_failed: bool = False) -> ResumeState | None:
+    """The state of the run store at ``path`` (None if there is none yet), read before a resume."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    with RunStore.open(path) as store:
+        total = store.meta.total
+        done = store.done_rows()
+        skip = done - store.failed_rows() if only_failed else done
+        marks = store.in_flight_rows() - skip
+    return ResumeState(total, len(done), max(total - len(skip), 0), len(marks))
 
 
 def store_path_for(out: str | Path) -> Path:

@@ -5,17 +5,21 @@ written (the app polls progress from another thread, or another process), and st
 guests. WAL mode gives all three: readers never block the writer, and a committed transaction survives the
 death of the process.
 
-**What a kill -9 can lose.** The batch runner commits results in small transactions (every 100 ms or 500
-rows, whichever comes first). A process killed outright loses only the guests whose request was in flight
-and those in the not-yet-committed window: they have no row, so a resume calls them again (on a live tenant
-their first call may already have been tracked). A guest with a row in the store is never called again by
-a resume. (``synchronous=NORMAL``: a power cut or OS crash may also lose the last few committed
-transactions; a process crash cannot.)
+**What a kill -9 can lose.** The batch runner commits in groups: whatever results and dispatch marks are
+pending go into one transaction as soon as the previous one ends, so a result is durable a few
+milliseconds after it arrives. Before a guest's request leaves, its row is marked in ``dispatched`` and the
+mark committed; the transaction that stores its result removes the mark. A process killed outright loses
+only the guests in flight, and the marks say which: a resume calls them again and counts them
+(``in_flight_rows()``: an upper bound, over by the guests marked ahead in the runner's small reserve whose
+request had not left yet, see ``flowlab.batch``; on a live tenant the first call of a guest in flight may
+already have been tracked). A guest with a row in the store is never called again by a resume. (``synchronous=NORMAL``: a power cut or OS crash may also lose
+the last few committed transactions; a process crash cannot.)
 
 Tables: ``meta`` (key → JSON: friendlyId, base URL, sample fingerprint, defaults, options, created, started,
-finished, status ``running``/``cancelled``/``done``) and ``results`` (one row per guest; ``row`` is the
-sample's row number). The sample's own columns live in one JSON column, ``extra``, and become real columns
-in ``to_dataframe()`` and ``export()``, renamed ``sample_<name>`` where they would clash with a result column.
+finished, status ``running``/``cancelled``/``done``), ``results`` (one row per guest; ``row`` is the
+sample's row number) and ``dispatched`` (rows whose request may have left without a stored result). The
+sample's own columns live in one JSON column, ``extra``, and become real columns in ``to_dataframe()`` and
+``export()``, renamed ``sample_<name>`` where they would clash with a result column.
 """
 
 from __future__ import annotations
@@ -104,10 +108,13 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS results ({_COLUMN_DEFS}, extra TEXT);
 CREATE INDEX IF NOT EXISTS results_progress ON results (ok, error_type, finished_at);
+CREATE TABLE IF NOT EXISTS dispatched (row INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
 _INSERT = (
     f"INSERT OR REPLACE INTO results ({_QUOTED}, extra) VALUES ({', '.join('?' * (len(RESULT_COLUMNS) + 1))})"
 )
+_MARK = "INSERT OR REPLACE INTO dispatched (row, at) VALUES (?, ?)"
+_UNMARK = "DELETE FROM dispatched WHERE row = ?"
 _RATE_WINDOW_S = 10.0
 _STATUSES = ("running", "cancelled", "done")
 
@@ -405,22 +412,40 @@ class RunStore:
         """Store results in one transaction (an existing row is replaced); returns how many."""
         return self.write_rows([r.as_sql() for r in results])
 
-    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        """Store rows made by ``GuestResult.as_sql()``, in one transaction.
+    def write_rows(
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        dispatched: Sequence[tuple[int, float]] = (),
+        released: Sequence[int] = (),
+    ) -> int:
+        """Store rows made by ``GuestResult.as_sql()`` and dispatch marks, in one transaction (a group).
 
-        For a writer thread: with the rows converted beforehand, the thread runs only SQLite, which lets
-        go of the GIL at every row, so the event loop that produces the results is never held up.
+        A stored row clears its guest's mark; ``dispatched`` adds marks ``(row, time)`` for requests about
+        to leave; ``released`` drops the marks of guests whose request never left. The runner converts rows
+        beforehand, so a group costs only SQLite's own work (a few hundred µs).
         """
-        if rows:
+        if rows or dispatched or released:
             with self._lock:
                 self._conn.execute("BEGIN")
-                try:
-                    self._conn.executemany(_INSERT, rows)
+                try:  # in the order these happen to a guest: marked, then answered or released
+                    if dispatched:
+                        self._conn.executemany(_MARK, dispatched)
+                    if rows:
+                        self._conn.executemany(_INSERT, rows)
+                        self._conn.executemany(_UNMARK, [(r[0],) for r in rows])
+                    if released:
+                        self._conn.executemany(_UNMARK, [(r,) for r in released])
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
                 self._conn.execute("COMMIT")
         return len(rows)
+
+    def in_flight_rows(self) -> set[int]:
+        """Rows marked as dispatched with no result stored since: the guests in flight when the last
+        session stopped. Their first call may have reached the tenant; a resume calls them again."""
+        with self._lock:
+            return {r for (r,) in self._conn.execute("SELECT row FROM dispatched")}
 
     def done_rows(self) -> set[int]:
         """Row numbers that have a result, ok or not: a resume never calls them again."""
