@@ -12,8 +12,9 @@ mark committed; the transaction that stores its result removes the mark. A proce
 only the guests in flight, and the marks say which: a resume calls them again and counts them
 (``in_flight_rows()``: an upper bound, over by the guests marked ahead in the runner's small reserve whose
 request had not left yet, see ``flowlab.batch``; on a live tenant the first call of a guest in flight may
-already have been tracked). A guest with a row in the store is never called again by a resume. (``synchronous=NORMAL``: a power cut or OS crash may also lose
-the last few committed transactions; a process crash cannot.)
+already have been tracked). A guest with a row in the store is never called again by a resume.
+(``synchronous=NORMAL``: a power cut or OS crash may also lose the last few committed transactions; a
+process crash cannot.)
 
 Tables: ``meta`` (key → JSON: friendlyId, base URL, sample fingerprint, defaults, options, created, started,
 finished, status ``running``/``cancelled``/``done``), ``results`` (one row per guest; ``row`` is the
