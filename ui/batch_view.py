@@ -4,11 +4,12 @@ live-tenant confirmation over the threshold, and the Run button (a callback that
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from flowlab.batch import BatchOptions
+from flowlab.batch import BatchOptions, resume_state
 from flowlab.catalog import FlowSummary
 from flowlab.config import load_settings
 from flowlab.errors import FlowLabError
@@ -22,6 +23,7 @@ __all__ = [
     "PROBLEM_KEY",
     "RunSettings",
     "flow_picker",
+    "in_flight_note",
     "live_confirmation",
     "run_settings",
     "show_problem",
@@ -229,3 +231,30 @@ def _defaults(target: Target) -> dict[str, str | None]:
         "language": settings.language,
         "currencyCode": settings.currency,
     }
+
+
+def in_flight_note(store_path: Path, *, resuming: int | None = None) -> str | None:
+    """What a resume does to the guests that were in flight when the run stopped (#8); None if none were.
+
+    ``resuming``: the count of a resume running now; without it, the count is read from the run store.
+    """
+    if resuming is not None:
+        count, now = resuming, True
+    else:
+        try:
+            state = resume_state(store_path)
+        except FlowLabError:
+            return None
+        count, now = (state.in_flight if state is not None else 0), False
+    if not count:
+        return None
+    guests = f"{count:,} guest{'' if count == 1 else 's'}"
+    if now:
+        return (
+            f"Calling again up to {guests} that were in flight when the run stopped: the tenant may already "
+            "have recorded their first call."
+        )
+    return (
+        f"Up to {guests} were in flight when it stopped: the tenant may already have recorded that first "
+        "call. Resuming calls them again."
+    )

@@ -14,7 +14,7 @@ import streamlit as st
 from flowlab.errors import FlowLabError
 from flowlab.runlog import RunRecord
 from ui import runs
-from ui.batch_view import PROBLEM_KEY, show_problem
+from ui.batch_view import PROBLEM_KEY, in_flight_note, show_problem
 from ui.target import Target, live_call_allowed
 from ui.text import plain
 
@@ -57,6 +57,9 @@ def _live_progress(run_id: str) -> None:
     )
     if p.errors_by_type:
         st.caption(f"Errors by type: {plain(_errors_line(dict(p.errors_by_type)))}")
+    note = in_flight_note(batch.store_path, resuming=batch.in_flight_before)
+    if note:
+        st.caption(plain(note))
 
 
 def _summary(record: RunRecord) -> None:
@@ -77,6 +80,9 @@ def _summary(record: RunRecord) -> None:
             "not called again.",
             icon=":material/pause_circle:",
         )
+        note = in_flight_note(record.path)
+        if note:
+            st.caption(plain(note))
     else:
         st.info("Running in another session or process.", icon=":material/sync:")
     summary = batch.summary if batch is not None else None

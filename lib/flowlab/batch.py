@@ -897,6 +897,11 @@ class BatchHandle:
         self._runner.cancel()
 
     @property
+    def in_flight_before(self) -> int:
+        """For a resume: guests in flight when the run last stopped, called again now (0 until known)."""
+        return self._runner.in_flight_before
+
+    @property
     def done(self) -> bool:
         return not self._thread.is_alive()
 

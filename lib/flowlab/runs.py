@@ -344,11 +344,15 @@ class RunStore:
     def claim(self) -> Iterator[None]:
         """Hold the file for one batch: another batch on it (in any process) gets a ``RunStoreError``.
 
-        An advisory ``flock`` on the store file: the OS drops it when the process dies, even by kill -9.
+        An advisory ``flock`` on a lock file beside the store (``<store>-claim``): the OS drops it when the
+        process dies, even by kill -9. Not on the store file itself: closing any descriptor of a file drops
+        every POSIX lock the process holds on it, SQLite's included, so the check that a run is held
+        (``runlog``, in the process that runs the batch) let another process's reader take the store for
+        unused, checkpoint and delete the WAL that the batch was still committing to (#8).
         """
         if self._claim is not None:
             raise RunStoreError(f"{self.path} is already being written by this process")
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = os.open(self.path.with_name(self.path.name + "-claim"), os.O_RDWR | os.O_CREAT, 0o600)
         if sys.platform != "win32":
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
