@@ -210,3 +210,18 @@ def test_hanging_programmable_is_killed_with_its_worker(server: SandboxServer) -
     load(server, flow("hanging_programmable", model_ref="hostile_model"))
     check_attack(server, "hanging_programmable", "programmable 'Spinner'", "decision model 'Hostile model'",
                  "timeout", "quarantined")  # fmt: skip
+
+
+def test_large_requests_and_answers_cross_the_worker_boundary(server: SandboxServer) -> None:
+    """A ~900 kB request and a ~900 kB answer: more than a socket buffer each way (this was a plain-text
+    500 with a traceback once the event loop had made the worker's socket non-blocking)."""
+    load(
+        server,
+        flow("echo_big", template='{"n": ${request.params.blob?length}, "echo": "${request.params.blob}"}'),
+    )
+    with httpx.Client(timeout=60) as http:
+        for i in range(3):  # every worker, and again after a reader was registered on its socket
+            data = body(server, "echo_big", f"big{i}") | {"params": {"blob": "x" * 900_000}}
+            response = http.post(f"{server.url}/v2/callFlows", json=data)
+            assert response.status_code == 200, response.text[:300]
+            assert response.json()["n"] == 900_000 and len(response.content) > 900_000

@@ -457,6 +457,7 @@ class WorkerPool:
             if future.done():
                 return
             try:
+                os.set_blocking(worker.fd, True)  # uvloop's add_reader made it non-blocking: read it whole
                 future.set_result(pickle.loads(worker.conn.recv_bytes()))
             except (EOFError, OSError):
                 future.set_exception(self._crashed(worker))
@@ -473,7 +474,13 @@ class WorkerPool:
             future.set_exception(error)
 
         step_now(worker)
-        worker.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            os.set_blocking(
+                worker.fd, True
+            )  # an idle worker reads at once; a big job must not fail with EAGAIN
+            worker.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            raise self._crashed(worker) from None
         loop.add_reader(worker.fd, readable)
         timer = loop.call_later(DEFAULT_JOB_LIMIT_S, check)
         try:
@@ -508,7 +515,11 @@ class WorkerPool:
 
     def _round_trip_sync(self, worker: _Worker, message: Any) -> Any:
         step_now(worker)
-        worker.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            os.set_blocking(worker.fd, True)
+            worker.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            raise self._crashed(worker) from None
         wait = DEFAULT_JOB_LIMIT_S
         while True:
             try:
