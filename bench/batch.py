@@ -31,16 +31,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 
-from flowlab.batch import BatchOptions, run_batch_to_file
+from flowlab.batch import BatchOptions, run_batch, run_batch_to_file
 from flowlab.client import BatchTransport
 from flowlab.export import to_postman
+from flowlab.runs import RunStore
 from flowlab.samples import GuestSample, generate_guests, read_guests
 
 HERE = Path(__file__).resolve().parent
@@ -198,6 +200,67 @@ def read_speed(guests: int, workdir: Path) -> None:
     )
 
 
+# ---- durability: how soon a result is committed, and what a kill -9 would report ------------------------
+
+
+class _TimedStore(RunStore):
+    """A run store that notes, at each group commit, how long its results waited and how many guests are
+    marked as dispatched without a result (what a resume after a kill -9 at that moment would report)."""
+
+    lags: list[float]
+    marked: set[int]
+    outstanding: list[int]
+
+    def write_rows(
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        dispatched: Sequence[tuple[int, float]] = (),
+        released: Sequence[int] = (),
+    ) -> int:
+        count = super().write_rows(rows, dispatched, released)
+        now = time.time()
+        self.lags += [now - row[15] for row in rows]  # finished_at: when the answer arrived
+        self.marked.update(r for r, _ in dispatched)
+        self.marked.difference_update([row[0] for row in rows], released)
+        self.outstanding.append(len(self.marked))
+        return count
+
+
+def durability(workdir: Path) -> None:
+    """Per scenario: result-to-durable delay (p50/p99/max) and the in-flight count a kill would report."""
+    print("durability: from an answer's arrival to its commit; guests marked in flight at each commit")
+    for concurrency, delay_ms, guests in ((50, 50, 5_000), (50, 0, 15_000)):
+        sample = generate_guests(guests, seed=5)
+        with server(delay_ms) as url:
+            options = BatchOptions(
+                base_url=url, client_key="bench-key", friendly_id="bench", concurrency=concurrency
+            )
+            store = _TimedStore.create(
+                workdir / f"durable-{concurrency}-{delay_ms}.sqlite", options.run_meta(sample)
+            )
+            store.lags, store.marked, store.outstanding = [], set(), []
+            with store:
+                summary = run_loop_summary(run_batch(sample, options, store))
+        lags = sorted(store.lags)
+        marks = sorted(store.outstanding)
+        pick = lambda values, q: values[min(len(values) - 1, int(len(values) * q))]  # noqa: E731
+        print(
+            f"  {concurrency} conc / {delay_ms} ms, {summary.ok:,} ok: answer -> durable p50 "
+            f"{pick(lags, 0.5) * 1000:.1f} ms, p99 {pick(lags, 0.99) * 1000:.1f} ms, max {lags[-1] * 1000:.0f} ms; "
+            f"marked in flight p50 {pick(marks, 0.5)}, max {marks[-1]} (concurrency {concurrency}; "
+            f"bound: in flight + a reserve of at most {concurrency})"
+        )
+
+
+def run_loop_summary(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
 # ---- memory: a 100,000-guest run in a subprocess --------------------------------------------------------
 
 
@@ -313,6 +376,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="flowlab-bench-") as tmp:
         workdir = Path(tmp)
         results = throughput(args.quick, workdir, runner_only=args.runner_only)
+        durability(workdir)
         if not args.runner_only:
             read_speed(20_000 if args.quick else 100_000, workdir)
         if not args.skip_rss:

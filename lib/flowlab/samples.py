@@ -325,6 +325,11 @@ class _Layout:
     def _extra_ends(self) -> list[int]:
         return [i for _, i in self.extras]
 
+    @cached_property
+    def _named_end(self) -> int:
+        """One past the last identity or override column: how far a short row is padded."""
+        return max([*self.identity.values(), *self.overrides.values()], default=-1) + 1
+
     @classmethod
     def from_header(cls, header: Sequence[str], name: str) -> _Layout:
         if len(header) > MAX_COLUMNS:
@@ -379,34 +384,35 @@ class _Layout:
     def row(
         self, number: int, cells: Sequence[str], checker: _Checker, line: int
     ) -> GuestRow | list[RowProblem]:
-        """One data row as a guest, or its problems. The work is in proportion to the cells the row has
-        (a short row is not padded to the header's width; its missing sample columns are left out)."""
+        """One data row as a guest, or its problems. A row shorter than the header is not padded to the
+        header's width (that made reading O(rows x columns)): it is padded only up to the last identity
+        or override column, and its missing params and sample columns are left out."""
         count = len(cells)
-        if count > self.width and any(c.strip() for c in cells[self.width :]):
+        params, extras = self.params, self.extras
+        if count < self.width:
+            if count < self._named_end:
+                cells = [*cells, *[""] * (self._named_end - count)]
+            params = params[: bisect.bisect_left(self._param_ends, count)]
+            extras = extras[: bisect.bisect_left(self._extra_ends, count)]
+        elif count > self.width and any(c.strip() for c in cells[self.width :]):
             message = f"has {count} values but the header has {self.width} columns (a stray separator?)"
             return [RowProblem(number, "", message, line)]
-
-        def cell(index: int) -> str:
-            return cells[index].strip() if index < count else ""
-
         identity: dict[str, Any] = {}
         for column in ("browserId", "email"):
-            if column in self.identity and (value := cell(self.identity[column])):
+            if column in self.identity and (value := cells[self.identity[column]].strip()):
                 identity[column] = value
         if "identifiers.id" in self.identity:
-            provider = cell(self.identity["identifiers.provider"])
-            ident = cell(self.identity["identifiers.id"])
+            provider = cells[self.identity["identifiers.provider"]].strip()
+            ident = cells[self.identity["identifiers.id"]].strip()
             if provider or ident:
                 identity["identifiers"] = {"provider": provider, "id": ident}
-        fields = {f: v for f, i in self.overrides.items() if (v := cell(i))}
-        params_here = self.params[: bisect.bisect_left(self._param_ends, count)]
-        params = _nest((path, v) for path, i in params_here if (v := _scalar(cells[i])) is not None)
+        fields = {f: v for f, i in self.overrides.items() if (v := cells[i].strip())}
+        nested = _nest((path, v) for path, i in params if (v := _scalar(cells[i])) is not None)
         problems = checker.problems(identity, fields)
         if problems:
             return [RowProblem(number, p.field, p.message, line) for p in problems]
-        extras_here = self.extras[: bisect.bisect_left(self._extra_ends, count)]
-        extra = {column: _scalar(cells[i]) for column, i in extras_here}
-        return _guest_row(number, identity, fields, params, extra)
+        extra = {column: _scalar(cells[i]) for column, i in extras}
+        return _guest_row(number, identity, fields, nested, extra)
 
 
 def _check_params(params: Sequence[tuple[tuple[str, ...], int]], name: str) -> None:
@@ -509,13 +515,15 @@ def _read(stream: IO[str], name: str) -> GuestSample:
         problems: list[RowProblem] = []
         held.clear()
         for cells in reader:
+            lines = len(held)  # a quoted field may span lines: the record starts on the first of them
+            fits = lines == 1 and len(held[0]) <= MAX_FIELD_CHARS  # then no cell can be over the cap
+            held.clear()
             if not any(c.strip() for c in cells):
-                held.clear()
                 continue
             number += 1
-            line = reader.line_num - len(held) + 1  # where the record starts (a quoted field may span lines)
-            held.clear()
-            _check_field_sizes(cells, layout.names, name, f"row {number} (line {line})")
+            line = reader.line_num - lines + 1
+            if not fits:
+                _check_field_sizes(cells, layout.names, name, f"row {number} (line {line})")
             result = layout.row(number, cells, checker, line)
             if isinstance(result, GuestRow):
                 guests.append(result)
