@@ -11,9 +11,12 @@ has a core of its own on a 2-core machine. For each scenario (concurrency / serv
 * the batch runner end to end (``run_batch_to_file`` into SQLite: requests, retries logic, variant and
   offer detection, the run store) over a generated sample.
 
-It prints req/s and the ratio to ideal (concurrency / delay). Then the peak RSS of a 100,000-guest runner
-run (in a subprocess: ``VmHWM``), and, if ``npm install newman`` works, Newman on the 50 ms server with a
-Postman collection from ``flowlab.export.to_postman`` and a data file of the same guests.
+It prints req/s and the ratio to ideal (concurrency / delay); then, for the runner's group commits, how
+long an answer waits until it is durable and how many guests a kill -9 would report as in flight
+(``--runner-only`` keeps only the runner's rows, this and the RSS run: a before/after check of a runner
+change). Then the peak RSS of a 100,000-guest runner run (in a subprocess: ``VmHWM``), and, if ``npm
+install newman`` works, Newman on the 50 ms server with a Postman collection from
+``flowlab.export.to_postman`` and a data file of the same guests.
 
 Issue goals: >= 0.90 of ideal at 50/50 ms and 200/100 ms; >= 3,000 req/s at 0 ms; RSS <= 300 MB at 100k
 guests; >= 50x Newman. Another busy process on the machine lowers every number: the load average is printed.
