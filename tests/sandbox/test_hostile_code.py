@@ -24,7 +24,7 @@ REGEX_26 = "/(a+)+$/.test('a'.repeat(26) + '!')"
 REGEX_40 = "/(a+)+$/.test('a'.repeat(40) + '!')"
 # A loop around one heavy native call: QuickJS checks its clock too rarely (4.1 s stall).
 NATIVE_LOOP = "(function () { while (true) new Array(1e5).join('x'); })()"
-MEMORY_BOMB_JS = "(function () { var a = []; while (true) a.push(new Array(1e6).join('x')); })()"
+MEMORY_BOMB_JS = "(function () { var s = 'x', a = []; while (true) { s = s + s; a.push(s); } })()"
 _BIG = (
     '<#assign s = "0123456789"><#assign s = s?replace("", s)><#assign s = s?replace("", s)>'
     '<#assign s = s?replace("", "' + "x" * 60 + 'a")><#assign items = s?split("a")>'

@@ -69,6 +69,7 @@ _MARKER: Final = struct.Struct("dddd")  # step marker, started (monotonic), limi
 _CACHE_ENTRIES: Final = 512  # compiled payloads a worker keeps
 _CACHE_BYTES: Final = 64 * 1024 * 1024  # ... and their approximate total payload size
 _STRETCH: Final = 3.0  # a starved step may run this many times its limit before the kill
+_FIRST_LOOK_S: Final = 0.05  # a job still running this long gets its step marker read (then at its deadline)
 _STARTUP_LIMIT_S: Final = 30.0  # a job sent to a worker still starting may wait this long
 # Workers import only the guest-code modules: empty parent packages skip flowlab's and flowlab.sandbox's
 # __init__ (the HTTP client, FastAPI), which halves a worker's start-up time and memory.
@@ -482,7 +483,7 @@ class WorkerPool:
         except OSError:
             raise self._crashed(worker) from None
         loop.add_reader(worker.fd, readable)
-        timer = loop.call_later(DEFAULT_JOB_LIMIT_S, check)
+        timer = loop.call_later(_FIRST_LOOK_S, check)
         try:
             return await future
         finally:
@@ -520,7 +521,7 @@ class WorkerPool:
             worker.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:
             raise self._crashed(worker) from None
-        wait = DEFAULT_JOB_LIMIT_S
+        wait = _FIRST_LOOK_S
         while True:
             try:
                 if worker.conn.poll(wait):
