@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowlab.errors import ConfigError
@@ -80,6 +80,22 @@ class Settings(BaseSettings):
         default=200, ge=0, description="Batches larger than this on a live tenant need confirmation"
     )
     data_dir: Path = Field(default=Path.home() / ".flowlab", description="Saved targets, personas and runs")
+    # AEP Edge Network (flowlab.edge; reference adobe-edge-personalization.md §2.1-2.2)
+    edge_base_url: str | None = Field(
+        default=None, description="Edge host, e.g. https://server.adobedc.net; empty means the sandbox"
+    )
+    edge_region: str | None = Field(default=None, description="Edge location hint (or2, va6, irl1, ...)")
+    edge_datastream_id: str | None = Field(default=None, description="Datastream ID for interact calls")
+    edge_org_id: str | None = Field(default=None, description="IMS org ID, e.g. ABC123@AdobeOrg")
+    edge_client_id: str | None = Field(default=None, description="OAuth server-to-server client ID (x-api-key)")
+    edge_client_secret: SecretStr | None = Field(
+        default=None, description="OAuth server-to-server client secret; never logged or exported"
+    )
+    edge_ims_url: str = Field(default="https://ims-na1.adobelogin.com", description="Adobe IMS host")
+    edge_scope: str = Field(
+        default="openid,AdobeID,read_organizations,additional_info.projectedProductContext,session",
+        description="IMS scopes for the token (Developer Console shows the ones to use)",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -88,6 +104,14 @@ class Settings(BaseSettings):
             return resolve_base_url(base_url=value) if value else None
         except ConfigError as exc:
             raise ConfigError(f"FLOWLAB_BASE_URL: {exc}") from None
+
+    @field_validator("edge_base_url", "edge_ims_url")
+    @classmethod
+    def _edge_urls(cls, value: str | None, info: ValidationInfo) -> str | None:
+        try:
+            return resolve_base_url(base_url=value) if value else None
+        except ConfigError as exc:
+            raise ConfigError(f"FLOWLAB_{str(info.field_name).upper()}: {exc}") from None
 
     @property
     def target_url(self) -> str | None:
