@@ -65,9 +65,13 @@ class RetryPolicy:
     initial_delay: float = 0.5
     max_delay: float = 8.0
     max_retry_after: float = 60.0
+    #: Only these statuses are retried; None means 408, 429 and every 5xx (callFlows). The Edge Network
+    #: retries only 429, 502, 503 and 504 (flowlab.edge).
+    statuses: frozenset[int] | None = None
 
-    @staticmethod
-    def retryable_status(status_code: int) -> bool:
+    def retryable_status(self, status_code: int) -> bool:
+        if self.statuses is not None:
+            return status_code in self.statuses
         return status_code in _RETRY_STATUS or status_code >= 500
 
     def delay(self, retry_number: int, retry_after: str | None = None) -> float:

@@ -22,7 +22,9 @@ Callers catch one base and get a message that says what went wrong and what to f
             └── ServerError            5xx
 
 ``APIStatusError.body`` holds the API's error body when it sent one; Sitecore uses
-``{status, code, message, developerMessage, moreInfoUrl}`` (reference §3.5) and so does the sandbox.
+``{status, code, message, developerMessage, moreInfoUrl}`` (reference §3.5) and so does the sandbox; the AEP
+Edge Network sends RFC 7807 problem+json ``{type, status, title, detail, report}`` (``error_code`` reads the
+``EXEG-…`` code from ``type``).
 
 Secrets never travel in an error: every URL in a message, ``str(error)`` and ``APIError.url`` goes through
 ``flowlab.redaction`` (userinfo and secret-looking query values become ``***``), whoever builds the error.
@@ -182,6 +184,18 @@ class APIStatusError(APIError):
             if isinstance(value, str) and value:
                 return value
         return ""
+
+    @property
+    def error_code(self) -> str:
+        """The API's error code: Sitecore's ``code``, or the ``EXEG-…`` code that ends an AEP Edge
+        problem+json ``type`` (adobe-edge-personalization.md §4.1); empty when the body has none."""
+        if not self.body:
+            return ""
+        kind = self.body.get("type")
+        if isinstance(kind, str) and "/" in kind:
+            return kind.rsplit("/", 1)[1]
+        code = self.body.get("code")
+        return str(code) if isinstance(code, str | int) and not isinstance(code, bool) else ""
 
 
 class BadRequestError(APIStatusError):
