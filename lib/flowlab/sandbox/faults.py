@@ -6,7 +6,8 @@ fast and never fails; these knobs make it slow or flaky on purpose, to test time
 * latency: ``50`` (fixed ms), ``20-80`` (uniform), or ``real`` (log-normal around 300 ms, 118–970 ms);
 * faults: ``503=0.1,429=0.05,reset=0.02,hang=0.01`` — the probability of each per request. ``429`` and
   ``503`` carry ``Retry-After``; ``reset`` sends the headers and then drops the connection; ``hang`` never
-  answers (until the client gives up or the server stops).
+  answers (until the client gives up or the server stops); ``207`` is the Edge's only (``edge/routes.py``:
+  a 207 with an upstream error in ``errors[]``, reference adobe §4.1), callFlows answers as usual.
 
 Admin routes (``/sandbox/…``) are never slowed or failed.
 """
@@ -25,7 +26,7 @@ from flowlab.sandbox.errors import error_body
 
 __all__ = ["FAULT_KINDS", "FaultInjector", "Knobs", "ResetConnection", "parse_faults", "parse_latency"]
 
-FAULT_KINDS = ("503", "429", "500", "reset", "hang")
+FAULT_KINDS = ("503", "429", "500", "reset", "hang", "207")
 _RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
 _HANG_LIMIT_S = 600.0
 
@@ -150,7 +151,7 @@ class FaultInjector:
         if delay:
             await asyncio.sleep(delay)
         fault = knobs.pick_fault()
-        if fault is None:
+        if fault is None or fault == "207":  # 207 (an upstream error in errors[]) is the Edge's only
             await self.app(scope, receive, send)
         elif fault == "hang":
             await _hang(receive)
