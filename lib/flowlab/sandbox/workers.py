@@ -73,7 +73,11 @@ _FIRST_LOOK_S: Final = 0.05  # a job still running this long gets its step marke
 _STARTUP_LIMIT_S: Final = 30.0  # a job sent to a worker still starting may wait this long
 # Workers import only the guest-code modules: empty parent packages skip flowlab's and flowlab.sandbox's
 # __init__ (the HTTP client, FastAPI), which halves a worker's start-up time and memory.
+# SIGINT is ignored first thing: a Ctrl-C or a Jupyter kernel's shutdown reaches the whole process group,
+# and the parent decides its workers' fate (it closes their sockets: EOF ends them quietly).
 _WORKER_START: Final = """
+import signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 import importlib.util, sys, types
 for name in ("flowlab", "flowlab.sandbox"):
     spec = importlib.util.find_spec(name)
