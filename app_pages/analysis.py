@@ -15,6 +15,7 @@ from ui.analysis_view import (
     show_offers,
     show_outcomes,
     show_overview,
+    show_planning,
     show_split,
     show_table,
 )
@@ -22,7 +23,8 @@ from ui.target import current_target, page_header
 
 page_header(
     "Analysis",
-    "Split health, conversion and lift per variant, breakdowns, offers, latency and errors for one batch run.",
+    "Split health, conversion and lift per variant, the sample it needs, breakdowns, offers, latency and "
+    "the timeout budget, and errors for one batch run.",
     current_target(),
 )
 record = run_picker()
@@ -37,6 +39,8 @@ st.subheader("Split health")
 show_split(analysis)
 st.subheader("Conversion and lift")
 show_outcomes(analysis)
+st.subheader("Is the experiment big enough?")
+show_planning(analysis)
 st.subheader("Breakdown")
 show_breakdown(analysis)
 

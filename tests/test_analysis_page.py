@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from flowlab.batch import BatchOptions
+from flowlab.planning import sample_size
 from flowlab.runlog import RunLog, load_results
 from flowlab.samples import generate_guests
 from flowlab.sandbox import SandboxServer
@@ -181,3 +182,71 @@ def test_a_run_whose_sandbox_has_stopped_still_opens() -> None:
     assert not at.exception
     resume = [b for b in at.button if b.key in ("batch_resume", "batch_rerun_failed")]
     assert resume == []  # nothing to resume or re-run: the run is done and nothing failed
+
+
+def sandbox_run(server: SandboxServer, n: int, *, seed: int = 1) -> None:
+    """A finished run of the demo A/B test against ``server`` (kept running: the page reads its truth)."""
+    options = BatchOptions(base_url=server.url, client_key=server.client_key, friendly_id="checkout_ab_test")
+    _, handle = RunLog().start(generate_guests(n, seed=seed), options, target="sandbox", is_sandbox=True)
+    assert handle.wait(60)
+
+
+def test_the_planner_starts_from_the_flows_sample_size_config_and_is_editable(
+    fresh_sandbox: SandboxServer,
+) -> None:
+    sandbox_run(fresh_sandbox, 400)
+    at = analysis(app())
+    (plan,) = [s for s in [*texts(at.success), *texts(at.warning)] if "guests per variant needed" in s]
+    served = load_results(RunLog().runs()[0].path).query("ok")["variant"].value_counts().min()
+    assert plan.startswith(f"{served:,} of the 8,158 guests per variant needed to detect a 20% lift on a 5% ")
+    assert "at 95% confidence and 80% power" in plan and "this run can detect a lift of " in plan
+    assert any(
+        "Starting from the flow's sampleSizeConfig (checkout_ab_test)." in c for c in texts(at.caption)
+    )
+    assert at.number_input(key="analysis_plan_baseline").value == 5.0
+    at.number_input(key="analysis_plan_lift").set_value(50.0).run()
+    (plan,) = [s for s in [*texts(at.success), *texts(at.warning)] if "guests per variant needed" in s]
+    assert f"of the {sample_size(0.05, 0.5):,} guests per variant needed to detect a 50% lift" in plan
+    at.number_input(key="analysis_plan_baseline").set_value(95.0).run()  # 95% + 50% is past 100%
+    assert any("a rate cannot reach 100%" in e for e in texts(at.error)) and not at.exception
+
+
+def lift_intervals(at: AppTest) -> list[str]:
+    (table,) = [d.value for d in at.dataframe if "lift 95% interval" in d.value.columns]
+    return list(table["lift 95% interval"])
+
+
+def test_the_interval_kind_switch_says_which_intervals_are_shown(fresh_sandbox: SandboxServer) -> None:
+    sandbox_run(fresh_sandbox, 600)
+    at = analysis(app())
+    assert at.segmented_control(key="analysis_intervals").value == "fixed"
+    assert any(c.startswith("Shown: fixed-horizon 95% intervals") for c in texts(at.caption))
+    fixed = lift_intervals(at)
+    (peeking,) = [i for i in texts(at.info) if i.startswith("Does peeking change the verdict? B: ")]
+    assert "looks" in peeking
+    at.segmented_control(key="analysis_intervals").set_value("sequential").run()
+    assert not at.exception, at.exception
+    assert any(c.startswith("Shown: always-valid 95% intervals") for c in texts(at.caption))
+    assert not any(c.startswith("Shown: fixed-horizon") for c in texts(at.caption))
+    sequential = lift_intervals(at)
+    assert sequential != fixed  # the always-valid interval is a different (wider) one
+
+
+def test_the_budget_sentence_on_a_sandbox_with_real_latency() -> None:
+    with SandboxServer(seed=3, latency_ms="real") as slow:
+        sandbox_run(slow, 300)
+        at = analysis(app())
+        frame = load_results(RunLog().runs()[0].path).query("ok")
+        over = {v: float((g["latency_ms"] > 400).mean()) for v, g in frame.groupby("variant")}
+        assert max(over.values()) > 0  # the real knob puts some calls past 400 ms
+        (line,) = [s for s in [*texts(at.warning), *texts(at.success)] if s.startswith("With ")]
+        assert line.startswith("With JSS's 400 ms timeout, ") and "guests would have seen the default" in line
+        worst = max(over, key=over.__getitem__)
+        assert f"of {worst}'s guests would have seen the default" in line
+        assert at.number_input(key="analysis_budget").value == 400
+        assert any(
+            "Sitecore JSS's personalize middleware gives up after 400 ms" in c for c in texts(at.caption)
+        )
+        at.number_input(key="analysis_budget").set_value(100_000 // 2).run()
+        (line,) = [s for s in [*texts(at.warning), *texts(at.success)] if s.startswith("With ")]
+        assert line.startswith("With a 50,000 ms timeout, no guest would have seen the default")

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from flowlab import analysis, charts, outcomes
+from flowlab import analysis, budget, charts, outcomes, planning
 from flowlab.errors import FlowLabError
 from flowlab.report import comparison_rows, conversion_rows, parse_split, split_rows, verdict_kind
 from flowlab.runlog import RunRecord
@@ -38,6 +38,7 @@ __all__ = [
     "show_offers",
     "show_outcomes",
     "show_overview",
+    "show_planning",
     "show_split",
     "show_table",
 ]
@@ -45,6 +46,7 @@ __all__ = [
 _TABLE_ROWS = 1000
 _SOURCES = {"sandbox": "Sandbox's simulated outcomes", "csv": "Upload an outcomes CSV", "none": "No outcomes"}
 _PERCENT = st.column_config.NumberColumn(format="percent")
+_INTERVALS = {"fixed": "Fixed-horizon", "sequential": "Always-valid (sequential)"}
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,31 @@ def show_outcomes(a: Analysis) -> None:
             "No guest was served a variant, so there is nothing to compare.", icon=":material/warning:"
         )
         return
+    kind = st.segmented_control(
+        "Intervals",
+        list(_INTERVALS),
+        format_func=_INTERVALS.__getitem__,
+        key="analysis_intervals",
+        required=True,
+        default="fixed",
+        help="Fixed-horizon intervals are right for one look at a planned size; always-valid ones stay "
+        "right however often you look (mixture SPRT, as GrowthBook and Eppo document).",
+    )
+    control_name = str(table.loc[table["is_control"], "variant"].iloc[0])
+    served = int(table["guests"].sum())
+    if kind == "sequential":
+        table = runs.sequential_conversion(a.key, a.frame, control_name, float(max(served, 1)))
+        st.caption(
+            f"Shown: always-valid 95% intervals (mixture SPRT, tuned for this run's {served:,} guests). "
+            "They hold at every look, so reading the run while it grows and stopping early is safe; the "
+            "price is a wider interval than a single planned look needs."
+        )
+    else:
+        st.caption(
+            "Shown: fixed-horizon 95% intervals, valid for one look at the run's planned size. Read "
+            "repeatedly while the run grows, they call a winner by chance far more often than 5%: pick "
+            "always-valid intervals if you look before the end."
+        )
     rows = table[~table["is_control"]].reset_index(drop=True)
     for sentence, (_, row) in zip(outcomes.lift_sentences(table), rows.iterrows(), strict=False):
         significant = float(row["p_value"]) < 0.05 and (row["lift_low"] > 0 or row["lift_high"] < 0)
@@ -334,6 +361,113 @@ def show_outcomes(a: Analysis) -> None:
     if len(rows):
         right.altair_chart(charts.lift_chart(table), width="stretch", height=height)
     st.dataframe(conversion_rows(table), hide_index=True, width="stretch")
+    if len(rows):
+        st.info(
+            plain("Does peeking change the verdict? " + runs.peeking(a.key, a.frame, control_name)),
+            icon=":material/visibility:",
+        )
+
+
+# ---- planning -------------------------------------------------------------------------------------------
+
+_PLAN_KEYS = (
+    "analysis_plan_baseline",
+    "analysis_plan_lift",
+    "analysis_plan_confidence",
+    "analysis_plan_power",
+)
+
+
+def _plan_start(a: Analysis) -> tuple[planning.PlanInputs, str]:
+    """Where the planner starts: the flow's ``sampleSizeConfig`` on the sandbox, else the observed control
+    rate (a live tenant's flow definition is not readable with a client key), else a stated placeholder."""
+    if _has_truth(a.record):
+        try:
+            plan = planning.planning_defaults(_flow_definition(a.record.base_url, a.record.friendly_id))
+        except (FlowLabError, ValueError) as exc:
+            st.warning(
+                f"The flow's sampleSizeConfig is not usable: {plain(str(exc))}", icon=":material/warning:"
+            )
+            plan = None
+        if plan is not None:
+            return plan, f"Starting from the flow's sampleSizeConfig ({plain(a.record.friendly_id)})."
+    if a.has_outcomes:
+        table = runs.conversion(a.key, a.frame, a.control)
+        control = table[table["is_control"]]
+        if len(control) and 0 < float(control["rate"].iloc[0]) < 1:
+            rate = float(control["rate"].iloc[0])
+            return (
+                planning.PlanInputs(baseline=rate, mde=0.2, source="observed control rate"),
+                f"Starting from the observed control rate ({rate:.2%}) and a 20% lift: "
+                + (
+                    "this flow has no sampleSizeConfig."
+                    if _has_truth(a.record)
+                    else "a live tenant's flow definition (and its sampleSizeConfig) is not readable here."
+                ),
+            )
+    return (
+        planning.PlanInputs(baseline=0.05, mde=0.2, source="placeholder"),
+        "Starting from a placeholder 5% baseline and a 20% lift (no sampleSizeConfig and no outcomes to "
+        "measure the control's rate): type the rate you expect.",
+    )
+
+
+def show_planning(a: Analysis) -> None:
+    """Is the experiment big enough? Guests needed per variant, the lift this run can detect, power curve."""
+    served = runs.served_per_variant(a.key, a.frame)
+    if len(served) < 2:
+        st.caption("Needs at least two variants with served guests to plan a comparison.")
+        return
+    start, note = _plan_start(a)
+    origin = (a.record.id, start)
+    if st.session_state.get("analysis_plan_from") != origin:  # a new run or source: start from its plan
+        st.session_state["analysis_plan_from"] = origin
+        values = (start.baseline * 100, start.mde * 100, start.confidence * 100, start.power * 100)
+        for name, value in zip(_PLAN_KEYS, values, strict=True):
+            st.session_state[name] = round(float(value), 4)
+    c1, c2, c3, c4 = st.columns(4)
+    baseline = c1.number_input(
+        "Baseline conversion (%)", 0.01, 99.0, step=0.5, format="%.2f", key=_PLAN_KEYS[0],
+        help="The control's conversion rate you expect.",
+    )  # fmt: skip
+    lift = c2.number_input(
+        "Lift to detect (%)", 1.0, 1000.0, step=5.0, format="%.0f", key=_PLAN_KEYS[1],
+        help="Relative: 20% lifts a 5% rate to 6%.",
+    )  # fmt: skip
+    confidence = c3.number_input("Confidence (%)", 50.0, 99.9, step=1.0, format="%.1f", key=_PLAN_KEYS[2])
+    power = c4.number_input(
+        "Power (%)", 50.0, 99.9, step=5.0, format="%.0f", key=_PLAN_KEYS[3],
+        help="The chance of finding the lift if it is real; 80% is the convention (Sitecore stores none).",
+    )  # fmt: skip
+    guests = min(served.values())
+    try:
+        plan = planning.PlanInputs(
+            baseline=float(baseline) / 100,
+            mde=float(lift) / 100,
+            alpha=round(1 - float(confidence) / 100, 12),
+            power=float(power) / 100,
+            source=start.source,
+        )
+        sentence = planning.planning_sentence(guests, plan, variants=len(served))
+        curve = planning.power_curve(
+            plan.baseline, plan.mde, alpha=plan.alpha, power=plan.power, variants=len(served),
+            max_guests=max(2 * plan.sample_size(len(served)), 2 * guests),
+        )  # fmt: skip
+    except ValueError as exc:
+        st.error(plain(str(exc)), icon=":material/error:")
+        return
+    enough = guests >= plan.sample_size(len(served))
+    (st.success if enough else st.warning)(
+        plain(sentence[0].upper() + sentence[1:]), icon=":material/groups:"
+    )
+    st.caption(
+        note + f" Per variant: the smallest arm ({guests:,} served guests)"
+        + (f"; with {len(served)} variants, α is split over the {len(served) - 1} comparisons with the "
+           "control." if len(served) > 2 else ".")
+    )  # fmt: skip
+    st.altair_chart(
+        charts.power_chart(curve, guests=guests, target_power=plan.power), width="stretch", height=220
+    )
 
 
 # ---- breakdowns, offers, latency, errors ----------------------------------------------------------------
@@ -386,6 +520,39 @@ def show_latency(a: Analysis) -> None:
         hide_index=True,
         width="stretch",
         column_config={c: number for c in ("mean", "p50", "p95", "p99", "max")},
+    )
+    _show_budget(a, histogram)
+
+
+def _show_budget(a: Analysis, histogram: pd.DataFrame) -> None:
+    """What the visitor sees when the API is slow: the share of each variant's calls past the budget."""
+    st.markdown("**Timeout budget**")
+    left, right = st.columns([1, 3], gap="large")
+    limit = left.number_input(
+        "Budget (ms)", 1, 60_000, int(budget.JSS_TIMEOUT_MS), step=50, key="analysis_budget",
+        help="A site that waits no longer than this serves its default experience instead.",
+    )  # fmt: skip
+    right.caption(
+        f"{budget.JSS_TIMEOUT_MS:,.0f} ms by default: Sitecore JSS's personalize middleware gives up after "
+        "400 ms and serves the default experience (its default since 2023; 250 ms before was too short). "
+        "Change it to your site's own timeout."
+    )
+    table = runs.budget_table(a.key, a.frame, float(limit))
+    text = budget.budget_sentence(table)
+    over = bool((table.loc[table["variant"] != analysis.ALL, "share_over"] > 0).any())
+    (st.warning if over else st.success)(plain(text), icon=":material/timer:")
+    st.altair_chart(charts.budget_chart(histogram, budget_ms=float(limit)), width="stretch")
+    st.dataframe(
+        table.drop(columns=["budget_ms"]),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "over_budget": st.column_config.NumberColumn("over budget", format="%d"),
+            "share_over": st.column_config.NumberColumn("share over", format="percent"),
+            "share_over_low": st.column_config.NumberColumn("from", format="percent"),
+            "share_over_high": st.column_config.NumberColumn("to", format="percent"),
+            **{c: st.column_config.NumberColumn(format="%.1f") for c in ("p50", "p95", "p99")},
+        },
     )
 
 

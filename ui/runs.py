@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from flowlab import analysis, report
+from flowlab import analysis, budget, report, sequential
 from flowlab.batch import BatchHandle, BatchOptions
 from flowlab.outcomes import read_outcomes, sandbox_outcomes, with_outcomes
 from flowlab.runlog import RunLog, RunRecord
@@ -36,6 +36,7 @@ __all__ = [
     "Stamp",
     "accuracy",
     "analysis_frame",
+    "budget_table",
     "breakdown",
     "compare",
     "conversion",
@@ -49,10 +50,13 @@ __all__ = [
     "levels",
     "offers",
     "outcome_table",
+    "peeking",
     "resume_run",
     "run_frame",
     "run_log",
     "running_ids",
+    "served_per_variant",
+    "sequential_conversion",
     "set_current_run",
     "split",
     "split_dimensions",
@@ -233,6 +237,36 @@ def split_dimensions(
 @st.cache_data(max_entries=32, show_spinner=False)
 def conversion(key: tuple[Any, ...], _frame: pd.DataFrame, control: str | None) -> pd.DataFrame:
     return analysis.conversion_by_variant(_frame, control=control)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def sequential_conversion(
+    key: tuple[Any, ...], _frame: pd.DataFrame, control: str | None, planned_guests: float
+) -> pd.DataFrame:
+    """Always-valid intervals (``sequential.sequential_conversion``) tuned for ``planned_guests``."""
+    return sequential.sequential_conversion(_frame, control=control, planned_guests=planned_guests)
+
+
+@st.cache_data(max_entries=16, show_spinner="Looking at the run as it grew…")
+def peeking(key: tuple[Any, ...], _frame: pd.DataFrame, control: str | None) -> str:
+    """``sequential.peeking_sentence`` over 10 looks: "does peeking change the verdict?"."""
+    return sequential.peeking_sentence(sequential.peeking_path(_frame, looks=10, control=control))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def served_per_variant(key: tuple[Any, ...], _frame: pd.DataFrame) -> dict[str, int]:
+    """Served guests per variant (ok and labelled), in the analysis' variant order."""
+    if "variant" not in _frame.columns:
+        return {}
+    ok = _frame["ok"].astype(bool) if "ok" in _frame.columns else True
+    labels = _frame.loc[ok & _frame["variant"].notna(), "variant"].astype(str)
+    counts = labels[labels != ""].value_counts()
+    return {v: int(counts[v]) for v in analysis.variant_order(counts.index.astype(str))}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def budget_table(key: tuple[Any, ...], _frame: pd.DataFrame, budget_ms: float) -> pd.DataFrame:
+    return budget.timeout_budget(_frame, budget_ms)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
