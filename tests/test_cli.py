@@ -188,3 +188,23 @@ def test_a_large_batch_on_a_live_tenant_needs_yes(tmp_path: Path, monkeypatch: p
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_batch_summary_ends_with_the_timeout_budget_line(tmp_path: Path) -> None:
+    """With the sandbox's real latency some calls pass JSS's 400 ms: the summary says whose guests (#10)."""
+    import pandas as pd
+
+    guests = tmp_path / "g.csv"
+    guests.write_text("browserId\n" + "\n".join(f"budget-{i}" for i in range(150)) + "\n")
+    with SandboxServer(seed=4, latency_ms="real") as slow:
+        result = flowlab(
+            "batch", "--base-url", slow.url, "--client-key", slow.client_key, "--friendly-id",
+            "checkout_ab_test", "--guests", str(guests), "--out", str(tmp_path / "run.parquet"), "-q",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    run = pd.read_parquet(tmp_path / "run.parquet")
+    over = run[run["ok"]].groupby("variant")["latency_ms"].apply(lambda ms: float((ms > 400).mean()))
+    assert over.max() > 0
+    assert last.startswith("With JSS's 400 ms timeout, ") and "guests would have seen the default" in last
+    assert f"of {over.idxmax()}'s guests would have seen the default" in last

@@ -158,7 +158,9 @@ class BatchSummary:
     ``total``, ``ok``, ``failed`` and ``errors_by_type`` cover the whole run (every session of it);
     ``called``, ``elapsed_s``, ``rps`` (guests finished per second) and the retry counts cover this session;
     ``in_flight_before`` counts the guests that were in flight when the previous session stopped (called
-    again in this one; the tenant may have recorded their first call).
+    again in this one; the tenant may have recorded their first call). ``budget_line`` is
+    :func:`flowlab.budget.budget_sentence` for the run (what share of each variant's guests a 400 ms
+    timeout would have sent to the default), filled in by :func:`run_batch_to_file`.
     """
 
     total: int
@@ -174,6 +176,7 @@ class BatchSummary:
     cancelled: bool = False
     output: Path | None = None
     in_flight_before: int = 0
+    budget_line: str = ""
 
     @property
     def missing(self) -> int:
@@ -198,7 +201,8 @@ class BatchSummary:
             text += f"; {self.in_flight_before:,} in flight at the last stop were called again"
         if self.cancelled:
             text += f"; cancelled with {self.missing:,} to go (resume to finish)"
-        return text + f"; results in {self.output or self.store_path}"
+        text += f"; results in {self.output or self.store_path}"
+        return text + (f"\n{self.budget_line}" if self.budget_line else "")
 
 
 # ---- pacing ---------------------------------------------------------------------------------------------
@@ -518,11 +522,12 @@ class _Runner:
             return self._result(
                 guest, request, status, latency_ms, attempts,
                 error=error, error_type=f"http_{status}", body=text, execution_ref=execution_ref,
+                headers=headers.items(),
             )  # fmt: skip
         variant, source, offers = self._read_body(text)
         return self._result(
             guest, request, status, latency_ms, attempts, body=text, execution_ref=execution_ref,
-            variant=variant, variant_source=source, offers=offers,
+            variant=variant, variant_source=source, offers=offers, headers=headers.items(),
         )  # fmt: skip
 
     def _read_body(self, text: str) -> tuple[str, str, list[str]]:
@@ -811,6 +816,7 @@ def run_batch_to_file(
             logger.warning(
                 "batch cancelled: resume with --resume to call the %d guests left", summary.missing
             )
+        summary = replace(summary, budget_line=_budget_line(store))
         if out != store_path:
             summary = replace(summary, output=store.export(out))
         return summary
@@ -821,6 +827,15 @@ def run_batch_to_file(
         raise
     finally:
         store.close()
+
+
+def _budget_line(store: RunStore) -> str:
+    """The timeout-budget sentence for the run so far (JSS's 400 ms), said at the end of a CLI run (#10)."""
+    from flowlab.budget import budget_sentence, timeout_budget
+
+    if store.progress().ok == 0:
+        return ""
+    return budget_sentence(timeout_budget(store.to_dataframe(["ok", "variant", "latency_ms"])))
 
 
 class _ProgressBar:
