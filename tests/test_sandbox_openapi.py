@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from flowlab.sandbox import SandboxServer
+from flowlab.sandbox.limits import MAX_IDENTITY_CHARS
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 TOKEN = "fuzz-8c1d"
@@ -45,7 +46,9 @@ def test_no_phantom_422_and_every_admin_route_declares_its_errors(fuzz_target: S
             if method in {"post", "put"}:
                 assert operation["requestBody"]["content"]["application/json"]["schema"], (method, path)
     call = schema["paths"]["/v2/callFlows"]["post"]
-    assert {"200", "400", "401", "404", "413", "500"} <= set(call["responses"])
+    assert {"200", "400", "401", "404", "413", "500", "507"} <= set(call["responses"])
+    identity = call["requestBody"]["content"]["application/json"]["schema"]["properties"]["browserId"]
+    assert identity["anyOf"][0]["maxLength"] == MAX_IDENTITY_CHARS
 
 
 def test_without_a_token_no_security_is_declared(sandbox: SandboxServer) -> None:

@@ -21,7 +21,13 @@ import pytest
 from flowlab import SandboxAdmin
 from flowlab.errors import AuthenticationError
 from flowlab.sandbox import SandboxServer
-from flowlab.sandbox.limits import MAX_BODY_BYTES, MAX_JSON_DEPTH, TRACE_PARAMS_BYTES
+from flowlab.sandbox.limits import (
+    MAX_BODY_BYTES,
+    MAX_GUESTS,
+    MAX_IDENTITY_CHARS,
+    MAX_JSON_DEPTH,
+    TRACE_PARAMS_BYTES,
+)
 
 EVIL = "https://evil.example"
 ERROR_KEYS = {"status", "code", "message", "developerMessage", "moreInfoUrl"}
@@ -296,7 +302,7 @@ def test_json_at_the_depth_limit_still_runs(fresh_sandbox: SandboxServer) -> Non
 
 
 def test_a_trace_keeps_a_bounded_summary_of_the_request(fresh_sandbox: SandboxServer) -> None:
-    raw = _big_body(fresh_sandbox, 500_000, browser_id="b" * 5000)
+    raw = _big_body(fresh_sandbox, 500_000, browser_id="summary")
     response = httpx.post(f"{fresh_sandbox.url}/v2/callFlows", content=raw)
     assert response.status_code == 200
     with SandboxAdmin(base_url=fresh_sandbox.url) as admin:
@@ -343,3 +349,76 @@ def test_memory_stays_flat_under_a_stream_of_large_requests(tmp_path: Path) -> N
         assert growth_mib < 30, f"the sandbox grew by {growth_mib:.0f} MiB over 300 requests of 1 MiB"
     finally:
         _stop(process)
+
+
+# ---- what a request can make the sandbox keep -------------------------------------------------------------
+
+
+def test_unknown_fields_are_noted_in_the_trace_within_a_bound(fresh_sandbox: SandboxServer) -> None:
+    body: dict[str, Any] = call_body(fresh_sandbox, "unknown-keys")
+    for i in range(27_000):  # ~1 MiB of unknown field names: before the fix all of them went into a warning
+        body[f"unknown_field_{i:06d}_" + "k" * 12] = 0
+    raw = orjson.dumps(body)
+    assert len(raw) < MAX_BODY_BYTES
+    response = httpx.post(f"{fresh_sandbox.url}/v2/callFlows", content=raw, timeout=30)
+    assert response.status_code == 200, response.text
+    with SandboxAdmin(base_url=fresh_sandbox.url) as admin:
+        trace = admin.execution(response.headers["X-Flowlab-Execution"])
+    assert len(orjson.dumps(trace)) < 4 * TRACE_PARAMS_BYTES  # was 1.1 MB
+    (note,) = [w for w in trace["warnings"] if w.startswith("ignored unknown fields")]
+    assert "unknown_field_000000_" in note and "and 26,9" in note and note.endswith("more")
+
+
+def test_a_long_point_of_sale_is_shortened_in_the_warning(fresh_sandbox: SandboxServer) -> None:
+    body = call_body(fresh_sandbox, "long-pos") | {"pointOfSale": "p" * 100_000}
+    response = httpx.post(f"{fresh_sandbox.url}/v2/callFlows", json=body)
+    assert response.status_code == 200
+    with SandboxAdmin(base_url=fresh_sandbox.url) as admin:
+        trace = admin.execution(response.headers["X-Flowlab-Execution"])
+    assert len(orjson.dumps(trace)) < 4 * TRACE_PARAMS_BYTES
+
+
+@pytest.mark.parametrize(
+    ("field", "identity"),
+    [
+        ("browserId", {"browserId": "b" * (MAX_IDENTITY_CHARS + 1)}),
+        ("email", {"email": "e" * MAX_IDENTITY_CHARS + "@example.com"}),
+        ("identifiers.provider", {"identifiers": {"provider": "p" * 1000, "id": "1"}}),
+        ("identifiers.id", {"identifiers": {"provider": "crm", "id": "9" * 100_000}}),
+    ],
+)
+def test_an_identity_over_the_cap_is_400_naming_the_field(
+    fresh_sandbox: SandboxServer, field: str, identity: dict[str, Any]
+) -> None:
+    body = call_body(fresh_sandbox, "x")
+    del body["browserId"]
+    with SandboxAdmin(base_url=fresh_sandbox.url) as admin:
+        before = admin.guests()["total"]
+        answer = error(httpx.post(f"{fresh_sandbox.url}/v2/callFlows", json=body | identity), 400)
+        assert field in answer["message"] and f"{MAX_IDENTITY_CHARS}" in answer["message"]
+        assert admin.guests()["total"] == before  # no guest keeps it
+
+
+def test_an_identity_at_the_cap_is_a_guest(fresh_sandbox: SandboxServer) -> None:
+    browser_id = "b" * MAX_IDENTITY_CHARS
+    response = httpx.post(f"{fresh_sandbox.url}/v2/callFlows", json=call_body(fresh_sandbox, browser_id))
+    assert response.status_code == 200
+    assert guest_count(fresh_sandbox, browser_id) == 1
+
+
+def test_past_the_guest_cap_new_identities_get_507_and_known_guests_still_run(
+    fresh_sandbox: SandboxServer,
+) -> None:
+    url = f"{fresh_sandbox.url}/v2/callFlows"
+    engine = fresh_sandbox.app.engine
+    assert engine.max_guests == MAX_GUESTS
+    engine.max_guests = len(fresh_sandbox.app.tenant.guests) + 3  # the real cap is 250,000: too slow here
+    for i in range(3):
+        assert httpx.post(url, json=call_body(fresh_sandbox, f"cap-{i}")).status_code == 200
+    answer = error(httpx.post(url, json=call_body(fresh_sandbox, "cap-3")), 507)
+    assert "guests" in answer["message"] and "reset" in answer["developerMessage"]
+    assert guest_count(fresh_sandbox, "cap-3") == 0
+    assert httpx.post(url, json=call_body(fresh_sandbox, "cap-0")).status_code == 200  # known: still served
+    with SandboxAdmin(base_url=fresh_sandbox.url) as admin:
+        admin.reset()
+    assert httpx.post(url, json=call_body(fresh_sandbox, "cap-3")).status_code == 200

@@ -33,7 +33,14 @@ from flowlab.sandbox.decisions import DecisionModel
 from flowlab.sandbox.errors import BadRequest, FlowFailed, NotFound, SandboxError, Unauthorized
 from flowlab.sandbox.freemarker import MAX_OUTPUT, TIME_LIMIT_S, Template, TemplateError, TemplateLimitError
 from flowlab.sandbox.javascript import Script, ScriptError, ScriptRuntime
-from flowlab.sandbox.limits import request_summary
+from flowlab.sandbox.limits import (
+    MAX_GUESTS,
+    MAX_IDENTITY_CHARS,
+    TRACE_TEXT_CHARS,
+    GuestLimit,
+    request_summary,
+    shortened,
+)
 from flowlab.sandbox.store import CompiledFlow, CompiledVariant, Tenant, code_key, new_ref
 from flowlab.sandbox.workers import WorkerError, WorkerPool, WorkerTimeout, shared_pool, step
 
@@ -60,6 +67,7 @@ TEMPLATE_HARD_LIMIT_S: Final = 1.0
 
 NO_MATCH_BODY = '{"message":"No matching variant"}'
 _IDENTITY = ("browserId", "email", "identifiers")
+_NOTE_NAMES: Final = 20  # unknown field names a trace's warning lists before "and N more"
 _KNOWN_FIELDS = frozenset(
     {
         "clientKey", "channel", "language", "currencyCode", "currency", "pointOfSale", "browserId", "email",
@@ -96,7 +104,9 @@ def _text(body: Mapping[str, Any], name: str, *, required: bool = False) -> str 
             raise BadRequest(f"{name} is required", f"the request body has no '{name}' field")
         return None
     if not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string", f"'{name}' is {type(value).__name__}: {value!r}")
+        raise BadRequest(
+            f"{name} must be a string", f"'{name}' is {type(value).__name__}: {shortened(repr(value))}"
+        )
     return value
 
 
@@ -132,9 +142,15 @@ def validate(body: Any, tenant: Tenant) -> dict[str, Any]:
                 "callFlows takes a single identifiers object; arrays are for IDENTITY events (reference §2.1)",
             )
         if not all(isinstance(identity.get(k), str) and identity.get(k) for k in ("provider", "id")):
-            raise BadRequest("identifiers needs a non-empty provider and id", f"got {identity!r}")
+            raise BadRequest(
+                "identifiers needs a non-empty provider and id", f"got {shortened(repr(identity))}"
+            )
+        _check_identity_length("identifiers.provider", identity["provider"])
+        _check_identity_length("identifiers.id", identity["id"])
     elif not isinstance(identity, str) or not identity.strip():
-        raise BadRequest(f"{identity_kind} must be a non-empty string", f"got {identity!r}")
+        raise BadRequest(f"{identity_kind} must be a non-empty string", f"got {shortened(repr(identity))}")
+    else:
+        _check_identity_length(identity_kind, identity)
     language = _text(body, "language")
     if language is not None and not language.strip():
         raise BadRequest("language must not be empty", "send a language code such as EN, or leave it out")
@@ -159,6 +175,37 @@ def validate(body: Any, tenant: Tenant) -> dict[str, Any]:
     }
 
 
+def _check_identity_length(field: str, value: str) -> None:
+    """Every new identity becomes a guest that keeps it: a stream of huge ones would grow the server."""
+    if len(value) > MAX_IDENTITY_CHARS:
+        raise BadRequest(
+            f"{field} is longer than the sandbox's limit of {MAX_IDENTITY_CHARS} characters",
+            f"got {len(value):,} characters; a browserId is a 36-character UUID and an email at most 254",
+        )
+
+
+def _unknown_fields_note(names: Sequence[str]) -> str:
+    """The trace's warning about ignored fields, bounded: a body of unknown keys used to store ~1 MiB."""
+    shown: list[str] = []
+    size = 0
+    for name in names[:_NOTE_NAMES]:
+        name = shortened(name, 64)
+        size += len(name) + 2
+        if size > TRACE_TEXT_CHARS * 2:
+            break
+        shown.append(name)
+    more = len(names) - len(shown)
+    return "ignored unknown fields: " + ", ".join(shown) + (f" and {more:,} more" if more else "")
+
+
+def _known_guest(tenant: Tenant, kind: str, value: Any) -> bool:
+    if kind == "browserId":
+        return value in tenant.by_browser
+    if kind == "email":
+        return str(value).lower() in tenant.by_email
+    return (str(value["provider"]), str(value["id"])) in tenant.by_identifier
+
+
 class Engine:
     """Runs requests against one tenant, from one event loop (or one thread at a time).
 
@@ -180,6 +227,8 @@ class Engine:
         self.strict_pos = strict_pos
         self.guest_code = guest_code
         self._pool = pool
+        #: New guests the tenant may hold before a request for one more gets 507 (tests lower it).
+        self.max_guests = MAX_GUESTS
         if guest_code == "workers":
             self.pool.start()  # the workers import while the server starts, not on its first request
 
@@ -222,12 +271,12 @@ class Engine:
         warnings: list[str] = []
         pos = req["pointOfSale"]
         if pos and pos not in self.tenant.points_of_sale:
-            message = f"pointOfSale '{pos}' is not configured in this tenant"
+            message = f"pointOfSale '{shortened(pos, 64)}' is not configured in this tenant"
             if self.strict_pos:
                 raise BadRequest(message, f"configured: {', '.join(sorted(self.tenant.points_of_sale))}")
             warnings.append(message + " (accepted, as the Stream API does)")
         if req["unknownFields"]:
-            warnings.append(f"ignored unknown fields: {', '.join(req['unknownFields'])}")
+            warnings.append(_unknown_fields_note(req["unknownFields"]))
 
         candidates = self.tenant.candidates(req["friendlyId"])
         live = [f for f in candidates if f.live]
@@ -235,6 +284,11 @@ class Engine:
             raise _no_flow(req["friendlyId"], candidates)
 
         kind, value = req["identity"]
+        if len(self.tenant.guests) >= self.max_guests and not _known_guest(self.tenant, kind, value):
+            raise GuestLimit(
+                f"the sandbox holds {len(self.tenant.guests):,} guests, its limit: no new guests",
+                "known guests are still served; POST /sandbox/reset (or restart the sandbox) to start afresh",
+            )
         guest, created = self.tenant.find_or_create_guest(kind, value)
         guest_ref = str(guest["ref"])
         bucket = bucket_for(guest_ref)
@@ -775,12 +829,12 @@ def _flow_summary(flow: CompiledFlow) -> dict[str, Any]:
 def _no_flow(friendly_id: str, candidates: list[CompiledFlow]) -> SandboxError:
     if not candidates:
         return NotFound(
-            f"no flow with friendlyId '{friendly_id}'",
+            f"no flow with friendlyId '{shortened(friendly_id, 64)}'",
             "check the friendlyId (Setup details in Personalize; GET /sandbox/flows in the sandbox); "
             "a trailing * matches by prefix",
         )
     states = ", ".join(f"{f.friendly_id} is {f.status}" for f in candidates)
     return NotFound(
-        f"no live flow with friendlyId '{friendly_id}'",
+        f"no live flow with friendlyId '{shortened(friendly_id, 64)}'",
         f"{states}; only flows with status LIVE or PRODUCTION and type INTERACTIVE_API_FLOW execute",
     )

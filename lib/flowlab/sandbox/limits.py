@@ -9,6 +9,14 @@
 * A trace keeps a bounded summary of the request (``request_summary``): params up to
   ``TRACE_PARAMS_BYTES`` and strings up to ``TRACE_TEXT_CHARS``, with a note saying what was cut. Traces
   used to keep whole requests, so a stream of large requests grew the server by their full size.
+  Warnings quote what they name ``shortened``; unknown field names are listed up to 20, then "and N more".
+* Identities (browserId, email, identifiers.provider and .id) longer than ``MAX_IDENTITY_CHARS`` (256)
+  get **400** naming the field: every new identity becomes a guest that keeps it. The reference gives no
+  length; a browserId is a 36-character UUID, an email at most 254 characters (RFC 5321).
+* A tenant holds at most ``MAX_GUESTS`` (250,000) guests, ~9 KB each with their tracking records
+  (~2 GB in all): past it a request for a *new* identity gets **507** (``GuestLimit``), known guests are
+  still served, and a reset starts afresh. Refused rather than evicted: an evicted guest would silently
+  lose its tracking records and first-served variants mid-run.
 """
 
 from __future__ import annotations
@@ -17,18 +25,22 @@ from typing import Any
 
 import orjson
 
-from flowlab.sandbox.errors import BadRequest, PayloadTooLarge, send_error
+from flowlab.sandbox.errors import BadRequest, PayloadTooLarge, SandboxError, send_error
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_GUESTS",
+    "MAX_IDENTITY_CHARS",
     "MAX_JSON_DEPTH",
     "TRACE_LIST_ITEMS",
     "TRACE_PARAMS_BYTES",
     "TRACE_TEXT_CHARS",
     "BodyLimit",
+    "GuestLimit",
     "check_depth",
     "parse_json",
     "request_summary",
+    "shortened",
 ]
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -36,6 +48,23 @@ MAX_JSON_DEPTH = 64
 TRACE_PARAMS_BYTES = 4096
 TRACE_TEXT_CHARS = 256
 TRACE_LIST_ITEMS = 20
+MAX_IDENTITY_CHARS = 256
+MAX_GUESTS = 250_000
+
+
+class GuestLimit(SandboxError):
+    """507: the tenant holds ``MAX_GUESTS`` guests; a request for a new one is refused, known ones served.
+
+    507 (RFC 4918 §11.5: the server cannot store what the request needs) rather than 429: waiting does
+    not help, a reset does.
+    """
+
+    status = 507
+
+
+def shortened(text: str, limit: int = TRACE_TEXT_CHARS) -> str:
+    """``text`` cut to ``limit`` characters with a note of the full length, for messages and warnings."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 def check_depth(value: Any, what: str = "the request body", limit: int = MAX_JSON_DEPTH) -> None:

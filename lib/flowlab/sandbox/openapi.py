@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
 from flowlab.sandbox.access import ADMIN_PREFIX
+from flowlab.sandbox.limits import MAX_IDENTITY_CHARS
 
 __all__ = [
     "ADMIN_ERRORS",
@@ -28,6 +29,7 @@ __all__ = [
     "KNOBS_BODY",
     "OFFER_BODY",
     "REAL_API_FAULTS",
+    "REPLAY_BODY",
     "RESET_BODY",
     "ErrorBody",
     "errors",
@@ -50,14 +52,17 @@ _WHY = {
     400: "The request is malformed: the message says which field to fix",
     401: "Unknown client key, or (admin routes) a missing or wrong admin token",
     403: "A page of another origin, or an admin write on a sandbox bound off loopback without a token",
-    404: "No such flow, guest, execution or browser",
+    404: "No such flow, guest, execution or browser; while replaying, no recorded answer for the guest",
     413: "The request body is over the 1 MiB limit",
     415: "Admin writes take Content-Type: application/json",
     421: "The Host header does not name this sandbox (DNS rebinding is refused)",
     429: "Injected by the --faults knob (with Retry-After)",
     500: "The flow failed (a condition, programmable or template), or injected by the --faults knob",
     503: "Injected by the --faults knob (with Retry-After)",
+    507: "The sandbox holds its limit of guests: a new identity is refused until a reset (known ones run)",
 }
+#: statuses the engine sends on these routes beyond the ones their route declares
+_ENGINE_ERRORS = {"/v2/callFlows": (507,)}
 
 #: every admin route can answer these (access.py, limits.py)
 ADMIN_ERRORS = (403, 413, 421)
@@ -74,10 +79,11 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _TEXT = {"type": "string", "pattern": r"\S"}
 _OPTIONAL_TEXT = {"anyOf": [_TEXT, {"type": "null"}]}
 _STRING_OR_NULL = {"type": ["string", "null"]}
+_IDENTITY_TEXT = {**_TEXT, "maxLength": MAX_IDENTITY_CHARS}
 _IDENTIFIERS = {
     "type": "object",
     "required": ["provider", "id"],
-    "properties": {"provider": _TEXT, "id": _TEXT},
+    "properties": {"provider": _IDENTITY_TEXT, "id": _IDENTITY_TEXT},
     "description": "One identifier object (an array is for IDENTITY events, not callFlows)",
 }
 
@@ -100,8 +106,11 @@ CALL_FLOWS_BODY: dict[str, Any] = {
         "currency": {"description": "Alias of currencyCode (the Cloud SDK's input name); read without it"},
         "pointOfSale": {**_STRING_OR_NULL, "description": "A configured point of sale, e.g. lumen/de"},
         "pos": {"description": "Legacy alias of pointOfSale; read without it"},
-        "browserId": {**_OPTIONAL_TEXT, "description": "From GET /v1.2/browser/create.json"},
-        "email": {**_OPTIONAL_TEXT},
+        "browserId": {
+            "anyOf": [_IDENTITY_TEXT, {"type": "null"}],
+            "description": "From GET /v1.2/browser/create.json",
+        },
+        "email": {"anyOf": [_IDENTITY_TEXT, {"type": "null"}]},
         "identifiers": {"anyOf": [_IDENTIFIERS, {"type": "null"}]},
         "params": {"type": ["object", "null"], "description": "Custom data: request.params in flows"},
         "guestRef": {"description": "Cloud SDK only; accepted and ignored"},
@@ -153,6 +162,16 @@ KNOBS_BODY: dict[str, Any] = {
 
 RESET_BODY: dict[str, Any] = {"type": "object", "description": "Nothing to say: send {}"}
 
+REPLAY_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["paths"],
+    "description": "Run stores to replay (SQLite files written by a batch); [] stops replaying",
+    "properties": {
+        "paths": {"type": "array", "maxItems": 20, "items": {"type": "string", "minLength": 1}},
+        "latency": {"type": "boolean", "description": "Wait each answer's recorded latency"},
+    },
+}
+
 
 def json_body(schema: dict[str, Any], *, required: bool = True, example: Any = None) -> dict[str, Any]:
     """``openapi_extra=`` declaring a JSON request body."""
@@ -169,6 +188,11 @@ def truthful_openapi(app: FastAPI, *, token_required: bool) -> dict[str, Any]:
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
+            for status in _ENGINE_ERRORS.get(path, ()):
+                responses[str(status)] = {
+                    "description": _WHY[status],
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                }
             if token_required and (path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")):
                 operation["security"] = [{"adminToken": []}]
                 responses["401"] = {
