@@ -255,25 +255,23 @@ def parse_edge_response(
         )
     handles = parsed.get("handle")
     if not isinstance(handles, list):
-        got = "has no 'handle'" if handles is None else f"has a 'handle' that is a {_kind(handles)}"
+        got = "has no 'handle'" if handles is None else f"has a 'handle' that is {_a(handles)}"
         raise APIResponseError(
             f"{where} {got}: an interact answer has a handle list (reference §3.1)", url=url
         )
     request_id = parsed.get("requestId")
     if request_id is not None and not isinstance(request_id, str):
-        raise APIResponseError(f"{where} has a requestId that is a {_kind(request_id)}, not text", url=url)
+        raise APIResponseError(f"{where} has a requestId that is {_a(request_id)}, not text", url=url)
     kept: list[dict[str, Any]] = []
     destinations: list[Destination] = []
     for i, handle in enumerate(handles):
         if not isinstance(handle, Mapping):
-            raise APIResponseError(f"{where}: handle[{i}] is a {_kind(handle)}, not an object", url=url)
+            raise APIResponseError(f"{where}: handle[{i}] is {_a(handle)}, not an object", url=url)
         kept.append(dict(handle))
         if handle.get("type") == "activation:pull":
             payload = handle.get("payload", [])
             if not isinstance(payload, list):
-                raise APIResponseError(
-                    f"{where}: handle[{i}].payload is a {_kind(payload)}, not a list", url=url
-                )
+                raise APIResponseError(f"{where}: handle[{i}].payload is {_a(payload)}, not a list", url=url)
             for j, item in enumerate(payload):
                 destination = _destination(item, f"handle[{i}].payload[{j}]", where, url)
                 if destination is not None:
@@ -292,7 +290,7 @@ def _destination(item: Any, path: str, where: str, url: str) -> Destination | No
     """A ``profileLookup`` item as a Destination; other payload objects (§3.3: "may contain … payload
     objects unrelated to edge lookup") are left in ``handles`` only."""
     if not isinstance(item, Mapping):
-        raise APIResponseError(f"{where}: {path} is a {_kind(item)}, not an object", url=url)
+        raise APIResponseError(f"{where}: {path} is {_a(item)}, not an object", url=url)
     kind = item.get("type")
     # Adobe's Web SDK test mock (§3.3, S5) has no type and calls the destination "id": read it too.
     if kind != "profileLookup" and not (kind is None and "segments" in item):
@@ -301,27 +299,27 @@ def _destination(item: Any, path: str, where: str, url: str) -> Destination | No
     alias = item.get("alias", "")
     for name, value in (("destinationId", destination_id), ("alias", alias)):
         if not isinstance(value, str):
-            raise APIResponseError(f"{where}: {path}.{name} is a {_kind(value)}, not text", url=url)
+            raise APIResponseError(f"{where}: {path}.{name} is {_a(value)}, not text", url=url)
     segments_raw = item.get("segments", [])
     if not isinstance(segments_raw, list):
-        raise APIResponseError(f"{where}: {path}.segments is a {_kind(segments_raw)}, not a list", url=url)
+        raise APIResponseError(f"{where}: {path}.segments is {_a(segments_raw)}, not a list", url=url)
     segments: list[dict[str, str | None]] = []
     for k, segment in enumerate(segments_raw):
         spot = f"{path}.segments[{k}]"
         if not isinstance(segment, Mapping):
-            raise APIResponseError(f"{where}: {spot} is a {_kind(segment)}, not an {{id}} object", url=url)
+            raise APIResponseError(f"{where}: {spot} is {_a(segment)}, not an {{id}} object", url=url)
         seg_id, namespace = segment.get("id"), segment.get("namespace")
         if not isinstance(seg_id, str) or not seg_id:
             raise APIResponseError(
                 f"{where}: {spot}.id is {_described(seg_id)}; an audience id is text", url=url
             )
         if namespace is not None and not isinstance(namespace, str):
-            raise APIResponseError(f"{where}: {spot}.namespace is a {_kind(namespace)}, not text", url=url)
+            raise APIResponseError(f"{where}: {spot}.namespace is {_a(namespace)}, not text", url=url)
         segments.append({"id": seg_id, "namespace": namespace})
     attributes_raw = item.get("attributes", {})
     if not isinstance(attributes_raw, Mapping):
         raise APIResponseError(
-            f"{where}: {path}.attributes is a {_kind(attributes_raw)}, not a name → {{value}} object", url=url
+            f"{where}: {path}.attributes is {_a(attributes_raw)}, not a name → {{value}} object", url=url
         )
     attributes = {
         str(name): value["value"] if isinstance(value, Mapping) and "value" in value else value
@@ -334,7 +332,7 @@ def _problems(value: Any, name: str, where: str, url: str) -> list[EdgeProblem]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise APIResponseError(f"{where}: '{name}' is a {_kind(value)}, not a list of problems", url=url)
+        raise APIResponseError(f"{where}: '{name}' is {_a(value)}, not a list of problems", url=url)
     return [EdgeProblem.from_json(v) for v in value]
 
 
@@ -368,8 +366,13 @@ def _kind(value: Any) -> str:
     }.get(type(value), type(value).__name__)  # fmt: skip
 
 
+def _a(value: Any) -> str:
+    kind = _kind(value)
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
 def _described(value: Any) -> str:
-    return "missing" if value is None else ("empty" if value == "" else f"a {_kind(value)}")
+    return "missing" if value is None else ("empty" if value == "" else _a(value))
 
 
 def _text(value: Any) -> str:
