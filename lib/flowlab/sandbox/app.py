@@ -21,6 +21,9 @@ from starlette.routing import Route
 
 from flowlab import __version__
 from flowlab.sandbox.access import AdminAccess, AdminGuard, RealApiCors, require_json
+from flowlab.sandbox.edge.routes import EdgeGateway, EdgeService
+from flowlab.sandbox.edge.routes import register as register_edge
+from flowlab.sandbox.edge.tenant import EdgeTenant
 from flowlab.sandbox.engine import Engine, Execution, unit_hash
 from flowlab.sandbox.errors import BadRequest, NotFound, SandboxError, Unauthorized, error_body
 from flowlab.sandbox.faults import FaultInjector, Knobs, parse_faults, parse_latency
@@ -53,6 +56,7 @@ class SandboxApp(FastAPI):
     engine: Engine
     knobs: Knobs
     access: AdminAccess
+    edge: EdgeService
 
 
 def _error(exc: SandboxError) -> JSONResponse:
@@ -82,6 +86,7 @@ def create_app(
     token = SecretStr(admin_token) if isinstance(admin_token, str) else admin_token
     app.access = AdminAccess(host=host, token=token if token and token.get_secret_value() else None)
     engine, knobs = app.engine, app.knobs
+    app.edge = EdgeService(EdgeTenant(), knobs, pool=lambda: engine.pool)  # the AEP Edge Network (#9)
 
     @app.exception_handler(SandboxError)
     async def sandbox_error(request: Request, exc: SandboxError) -> JSONResponse:
@@ -163,8 +168,9 @@ def create_app(
     # ---- the admin API ------------------------------------------------------------------------------
 
     @app.get("/sandbox/info", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))
-    async def info() -> dict[str, Any]:
+    async def info(request: Request) -> dict[str, Any]:
         return {
+            "edge": app.edge.info(str(request.base_url)),
             "clientKey": app.tenant.client_key,
             "pointsOfSale": list(app.tenant.points_of_sale.values()),
             "version": __version__,
@@ -338,20 +344,24 @@ def create_app(
     async def reset(request: Request) -> dict[str, Any]:
         await _json_object(request)  # {}: a JSON object, like every admin write
         app.tenant.reset()
+        app.edge.reset()
         return {"status": "OK", "message": "back to the demo data"}
 
+    register_edge(app, app.edge, write=_WRITE, json_object=_json_object)
     app.openapi = lambda: app.openapi_schema or _set_schema(app)  # type: ignore[method-assign]
     # outermost last: CORS (real-API routes only) > admin access > body limit > faults > fast path > FastAPI
     app.add_middleware(_CallFlowsFastPath, engine=engine)
     app.add_middleware(FaultInjector, knobs=knobs)
     app.add_middleware(BodyLimit)
+    app.add_middleware(EdgeGateway, edge=app.edge)  # outside BodyLimit: the Edge's own 64 KB 413
     app.add_middleware(AdminGuard, access=app.access)
     app.add_middleware(
         RealApiCors,
         allow_origins=["*"],
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Content-Type", "X-Library-Version", "x-sc-correlation-id"],
-        expose_headers=["X-Flowlab-Execution"],
+        allow_headers=["Content-Type", "X-Library-Version", "x-sc-correlation-id", "Authorization",
+                       "x-api-key", "x-gw-ims-org-id", "x-request-id"],  # fmt: skip
+        expose_headers=["X-Flowlab-Execution", "x-request-id", "x-adobe-edge", "x-rate-limit-remaining"],
     )
     return app
 
