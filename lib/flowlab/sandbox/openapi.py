@@ -187,7 +187,8 @@ def truthful_openapi(app: FastAPI, *, token_required: bool) -> dict[str, Any]:
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
-            responses.pop("422", None)
+            if not path.startswith("/ee/"):  # the Edge's 422s are real (EXEG-0004-422, EXEG-0104-422)
+                responses.pop("422", None)
             for status in _ENGINE_ERRORS.get(path, ()):
                 responses[str(status)] = {
                     "description": _WHY[status],
