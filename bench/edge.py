@@ -79,7 +79,11 @@ def main() -> int:
             base = f"http://127.0.0.1:{port}"
             info = httpx.get(f"{base}/sandbox/info").json()["edge"]
             datastream = next(d["id"] for d in info["datastreams"] if d["edgeSegmentation"])
-            items = httpx.get(f"{base}/sandbox/edge/profiles", params={"limit": 1000}).json()["items"]
+            pages = (
+                httpx.get(f"{base}/sandbox/edge/profiles", params={"limit": 500, "offset": o})
+                for o in (0, 500)
+            )
+            items = [item for page in pages for item in page.json()["items"]]
             pairs = ((i["identity"]["namespace"], i["identity"]["id"]) for i in items)
             ids = ",".join(f'{{"{namespace}","{value}"}}' for namespace, value in pairs)
             script = tmpdir / "edge.lua"

@@ -257,6 +257,7 @@ def test_admin_routes_profiles_audiences_clock_and_reset(edge: Any) -> None:
     one = http.get("/sandbox/edge/profiles", params={"identity": f"{namespace}:{value}"}).json()
     assert one["total"] == 1 and one["items"][0]["identity"] == {"namespace": namespace, "id": value}
     assert http.get("/sandbox/edge/profiles", params={"identity": "no-colon"}).status_code == 400
+    assert http.get("/sandbox/edge/profiles", params={"limit": 501}).status_code == 400  # was a 500
     audiences = http.get("/sandbox/edge/audiences").json()
     assert len(audiences) >= 8 and {a["evaluation"] for a in audiences} == {"edge", "streaming", "batch"}
     bad = http.post("/sandbox/edge/audiences", json={"name": "x", "rule": "eval(", "evaluation": "edge"})

@@ -668,7 +668,7 @@ def register(
 
     @app.get("/sandbox/edge/profiles", tags=["Sandbox: Edge"], responses=errors(*ADMIN_ERRORS, 400))
     async def edge_profiles(
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
         identity: Annotated[str, Query(description="NAMESPACE:ID, e.g. CRMID:LUMEN-000001")] = "",
     ) -> dict[str, Any]:
@@ -680,7 +680,10 @@ def register(
                     "identity must be NAMESPACE:ID", f"got {identity[:80]!r}, e.g. CRMID:LUMEN-000001"
                 )
             wanted = (namespace, value)
-        return edge.tenant.profiles(limit=limit, offset=offset, identity=wanted)
+        try:
+            return edge.tenant.profiles(limit=limit, offset=offset, identity=wanted)
+        except ValueError as exc:  # the tenant's own bounds (a page of at most 500)
+            raise BadRequest(str(exc)) from None
 
     @app.get("/sandbox/edge/audiences", tags=["Sandbox: Edge"], responses=errors(*ADMIN_ERRORS))
     async def edge_audiences() -> list[dict[str, Any]]:
