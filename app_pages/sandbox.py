@@ -1,11 +1,19 @@
-"""Sandbox: what the offline tenant holds (flows, decision tables, offers, guests), loading JSON, reset."""
+"""Sandbox: what the offline tenant holds (flows, decision tables, offers, guests), loading JSON, reset, replay."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ui.sandbox_view import show_flows, show_guests, show_load, show_models, show_offers, show_overview
-from ui.target import current_target, page_header, sandbox_admin, sandbox_target
+from ui.sandbox_view import (
+    show_flows,
+    show_guests,
+    show_load,
+    show_models,
+    show_offers,
+    show_overview,
+    show_replay,
+)
+from ui.target import current_target, page_header, sandbox_admin, sandbox_server, sandbox_target
 
 target = current_target()
 sandbox = target if target.is_sandbox else sandbox_target()
@@ -19,7 +27,9 @@ if not target.is_sandbox:
     st.info("Your target is a live tenant; this page shows the built-in sandbox.", icon=":material/info:")
 admin = sandbox_admin(sandbox.base_url)
 show_overview(admin)
-flows, models, offers, guests, load = st.tabs(["Flows", "Decision models", "Offers", "Guests", "Load JSON"])
+flows, models, offers, guests, load, replay = st.tabs(
+    ["Flows", "Decision models", "Offers", "Guests", "Load JSON", "Replay"]
+)
 with flows:
     show_flows(admin)
 with models:
@@ -30,3 +40,5 @@ with guests:
     show_guests(admin)
 with load:
     show_load(admin)
+with replay:
+    show_replay(admin, sandbox_server().replay_problem if sandbox.builtin else "")

@@ -26,6 +26,7 @@ __all__ = [
     "show_models",
     "show_offers",
     "show_overview",
+    "show_replay",
 ]
 
 _PAGE = 25
@@ -142,6 +143,14 @@ def show_overview(admin: SandboxAdmin) -> None:
         f"Client key {code(info.get('clientKey'))} · points of sale: "
         + ", ".join(code(p.get("name")) for p in info.get("pointsOfSale") or [])
     )
+    replay = info.get("replay") or {}
+    if replay.get("active"):
+        flows = ", ".join(code(f) for f in replay.get("flowIds") or [])
+        st.info(
+            f"Replaying {replay.get('guests', 0):,} recorded guests of {flows}: callFlows answers a recorded "
+            "guest exactly as recorded and any other request with a 404. See the Replay tab.",
+            icon=":material/replay:",
+        )
 
 
 @_friendly
@@ -312,3 +321,74 @@ def _load(admin: SandboxAdmin, kind: str, source: str) -> None:
         return
     st.session_state["sandbox_load_result"] = message
     st.rerun()  # the other tabs were drawn before the load: redraw them with it
+
+
+def show_replay(admin: SandboxAdmin, problem: str = "") -> None:
+    """What the sandbox replays, and replaying runs from the run log (or stopping)."""
+    if problem:
+        st.error(plain(problem), icon=":material/error:")
+    try:
+        replay = admin.info().get("replay") or {}
+    except FlowLabError as exc:
+        _fail(exc)
+        return
+    st.caption(
+        "A batch run is a recording: each guest's status, headers and body. Replaying it, the sandbox answers "
+        "callFlows for a recorded friendlyId and guest with exactly what was recorded (Preview, Compare and "
+        "Batch work as usual) and every other request with a 404, so nothing reaches the demo engine and no "
+        "tracking record is written. Any client key is accepted: a recording never keeps the tenant's."
+    )
+    runs = replay.get("runs") or []
+    if runs:
+        st.dataframe(
+            [
+                {
+                    "File": r.get("path"),
+                    "friendlyId": r.get("friendlyId"),
+                    "Recorded": r.get("recordedAt"),
+                    "Guests": r.get("guests"),
+                    "Replayable": r.get("replayable"),
+                    "Headers recorded": r.get("headersRecorded"),
+                    "Not replayable": ", ".join(
+                        f"{k}: {v}" for k, v in (r.get("notReplayable") or {}).items()
+                    ),
+                }
+                for r in runs
+            ],  # fmt: skip
+            hide_index=True,
+        )
+        if st.button("Stop replaying", key="sandbox_replay_stop", icon=":material/stop:"):
+            _set_replay(admin, [], False, "The sandbox runs its demo engine again.")
+    else:
+        st.write("Nothing is being replayed: callFlows runs the demo engine.")
+    records = [r for r in _run_records() if r.done]
+    if not records:
+        st.caption("No runs in the run log yet: run a batch on the Batch page first.")
+        return
+    labels = {r.label + f" · {r.friendly_id}": str(r.path) for r in records}
+    picked = st.multiselect("Replay a recorded run", list(labels), key="sandbox_replay_runs")
+    latency = st.toggle("With the recorded latency", key="sandbox_replay_latency")
+    if st.button(
+        "Replay", key="sandbox_replay_start", type="primary", icon=":material/replay:", disabled=not picked
+    ):
+        message = f"Replaying {len(picked)} run{'s' if len(picked) != 1 else ''}: Preview shows the recorded answers."
+        _set_replay(admin, [labels[p] for p in picked], latency, message)
+    result = st.session_state.pop("sandbox_replay_result", None)
+    if result:
+        st.success(plain(result), icon=":material/check_circle:")
+
+
+def _run_records() -> list[Any]:
+    from flowlab.runlog import RunLog
+
+    return RunLog().runs()
+
+
+def _set_replay(admin: SandboxAdmin, paths: list[str], latency: bool, message: str) -> None:
+    try:  # the admin API's PUT /sandbox/replay (no SandboxAdmin method for it yet)
+        admin._json("PUT", "/sandbox/replay", json={"paths": paths, "latency": latency})
+    except FlowLabError as exc:
+        _fail(exc)
+        return
+    st.session_state["sandbox_replay_result"] = message
+    st.rerun()

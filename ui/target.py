@@ -14,7 +14,7 @@ import streamlit as st
 
 from flowlab import FlowClient, SandboxAdmin
 from flowlab.config import REGIONS, load_settings
-from flowlab.errors import ConfigError
+from flowlab.errors import ConfigError, RunStoreError
 from flowlab.sandbox import SandboxServer
 from flowlab.targets import CONFIGURED_NAME, SANDBOX_NAME, Target, TargetError, TargetStore, configured_target
 from ui.text import code, plain
@@ -41,13 +41,19 @@ _CUSTOM = "custom"
 def sandbox_server() -> SandboxServer:
     """One sandbox per app process, shared by every session, started on first use (FLOWLAB_SANDBOX_*)."""
     settings = load_settings()
-    return SandboxServer(
+    server = SandboxServer(
         host=settings.sandbox_host,
         port=settings.sandbox_port,
         latency_ms=settings.sandbox_latency_ms,
         faults=settings.sandbox_faults or None,
         admin_token=settings.sandbox_admin_token,
-    ).start()
+    )
+    replay = [p.strip() for p in settings.sandbox_replay.split(",") if p.strip()]
+    try:  # FLOWLAB_SANDBOX_REPLAY: a file that is not a run store is said on the Sandbox page, not raised
+        server.app.replay.load(replay)
+    except RunStoreError as exc:
+        server.replay_problem = f"FLOWLAB_SANDBOX_REPLAY: {exc}"
+    return server.start()
 
 
 @st.cache_resource

@@ -129,6 +129,8 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         faults=args.faults,
         announce=announce,
         admin_token=args.admin_token or settings.sandbox_admin_token,
+        replay=args.replay,
+        replay_latency=args.replay_latency,
     )
     return 0
 
@@ -256,6 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="bearer token the admin API (/sandbox/...) then requires; needed for admin writes when --host "
         "is not loopback (default: FLOWLAB_SANDBOX_ADMIN_TOKEN, which other users cannot see in ps)",
+    )
+    sb.add_argument(
+        "--replay",
+        action="append",
+        default=[],
+        metavar="RUN.sqlite",
+        help="serve the answers recorded in this run store (repeat for more); unrecorded requests get a 404",
+    )
+    sb.add_argument(
+        "--replay-latency", action="store_true", help="with --replay: wait each answer's recorded latency"
     )
     sb.set_defaults(func=cmd_sandbox)
 

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     sandbox_admin_token: SecretStr | None = Field(
         default=None, description="Bearer token for the sandbox's admin API; needed for writes off loopback"
     )
+    sandbox_replay: str = Field(
+        default="", description="Run stores (.sqlite, comma-separated) the built-in sandbox replays"
+    )
     batch_concurrency: int = Field(default=20, ge=1, le=1000, description="Concurrent requests in a batch")
     batch_confirm_threshold: int = Field(
         default=200, ge=0, description="Batches larger than this on a live tenant need confirmation"

@@ -57,18 +57,28 @@ if TYPE_CHECKING:
 __all__ = [
     "ERROR_TYPES",
     "MAX_BODY_CHARS",
+    "READABLE_SCHEMAS",
     "RESULT_COLUMNS",
+    "SCHEMA_VERSION",
+    "SECRET_HEADERS",
+    "SECRET_HEADER_PARTS",
     "GuestResult",
     "Progress",
     "RunMeta",
     "RunStore",
+    "recorded_headers",
 ]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: 2 added ``headers`` and ``body_exact`` (what replay needs); 1 still opens (no headers were recorded).
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 #: Longer bodies are cut (and marked) in the store; variant and offers are read from the whole body first.
 MAX_BODY_CHARS = 100_000
+#: Response headers a recording never keeps, and name parts that mark a credential (``x-auth-token``…).
+SECRET_HEADERS = frozenset({"set-cookie", "set-cookie2", "cookie", "authorization", "proxy-authorization"})
+SECRET_HEADER_PARTS = ("auth", "token", "secret", "password", "api-key", "apikey", "session", "cookie")
 #: ``error_type`` values besides ``http_<status>``; "" means the guest got a 2xx answer.
 ERROR_TYPES: tuple[str, ...] = ("", "timeout", "connection", "invalid_request")
 #: The result columns, in table order (``extra`` holds the sample's own columns as JSON).
@@ -107,11 +117,16 @@ _QUOTED = ", ".join(f'"{c}"' for c in RESULT_COLUMNS)
 _COLUMN_DEFS = ", ".join(f'"{c}" {_SQL_TYPES.get(c, "TEXT")}' for c in RESULT_COLUMNS)
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS results ({_COLUMN_DEFS}, extra TEXT);
+CREATE TABLE IF NOT EXISTS results ({_COLUMN_DEFS}, extra TEXT, headers TEXT, body_exact INTEGER);
 CREATE INDEX IF NOT EXISTS results_progress ON results (ok, error_type, finished_at);
 CREATE TABLE IF NOT EXISTS dispatched (row INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
 _INSERT = (
+    f"INSERT OR REPLACE INTO results ({_QUOTED}, extra, headers, body_exact) "
+    f"VALUES ({', '.join('?' * (len(RESULT_COLUMNS) + 3))})"
+)
+#: a schema-1 store (resumed by this version) has no ``headers`` or ``body_exact``: its rows leave them out
+_INSERT_V1 = (
     f"INSERT OR REPLACE INTO results ({_QUOTED}, extra) VALUES ({', '.join('?' * (len(RESULT_COLUMNS) + 1))})"
 )
 _MARK = "INSERT OR REPLACE INTO dispatched (row, at) VALUES (?, ?)"
@@ -151,18 +166,36 @@ class GuestResult:
     language: str = ""
     currency_code: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: the response's headers as received (``recorded_headers`` drops the secrets); None: no response
+    headers: Iterable[tuple[str, str]] | None = None
 
     def as_sql(self) -> tuple[Any, ...]:
-        """The row's values in ``RESULT_COLUMNS`` order, then ``extra`` (JSON)."""
-        body = self.body if len(self.body) <= MAX_BODY_CHARS else self.body[:MAX_BODY_CHARS] + "…[truncated]"
+        """The row's values in ``RESULT_COLUMNS`` order, then ``extra``, ``headers`` (JSON), ``body_exact``.
+
+        ``body_exact`` says the stored body is the whole answer as received: not cut, and no byte that was
+        not UTF-8 (decoded as U+FFFD); replay serves only such bodies (``flowlab.sandbox.replay``).
+        """
+        cut = len(self.body) > MAX_BODY_CHARS
+        body = self.body[:MAX_BODY_CHARS] + "…[truncated]" if cut else self.body
         offers = orjson.dumps(list(self.offers)).decode()
         extra = orjson.dumps(self.extra, option=orjson.OPT_NON_STR_KEYS).decode()
+        headers = None if self.headers is None else orjson.dumps(recorded_headers(self.headers)).decode()
+        exact = None if self.status_code is None else int(not cut and "\ufffd" not in self.body)
         return (
             self.row, self.guest, self.identity, self.status_code, int(self.ok), self.variant,
             self.variant_source, offers, len(self.offers), self.latency_ms, self.attempts, self.error,
             self.error_type, body, self.execution_ref, self.finished_at or time.time(), self.channel,
-            self.point_of_sale, self.language, self.currency_code, extra,
+            self.point_of_sale, self.language, self.currency_code, extra, headers, exact,
         )  # fmt: skip
+
+
+def recorded_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """Response headers as a recording keeps them: in order, repeats kept, no cookie or credential."""
+    return [
+        [name, value]
+        for name, value in headers
+        if (low := name.lower()) not in SECRET_HEADERS and not any(p in low for p in SECRET_HEADER_PARTS)
+    ]
 
 
 @dataclass(frozen=True)
@@ -259,9 +292,10 @@ class RunStore:
     >>> store.progress().done, store.to_dataframe().head()                       # doctest: +SKIP
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, schema: int = SCHEMA_VERSION) -> None:
         self.path = path
         self._conn = conn
+        self.schema = schema  # 1: an old store, resumed without recording headers (its table has none)
         self._lock = threading.Lock()
         self._claim: int | None = None
 
@@ -308,10 +342,10 @@ class RunStore:
         if not path.is_file():
             raise RunStoreError(f"no run store at {path}: start a run without --resume first")
         schema = _schema_of(path)
-        if schema != SCHEMA_VERSION:
+        if schema not in READABLE_SCHEMAS:
             what = "is not a Flow Lab run store" if schema is None else f"has store schema {schema}"
             raise RunStoreError(f"{path} {what}; choose another file")
-        return cls(path, cls._connect(path))
+        return cls(path, cls._connect(path), schema)
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -436,7 +470,10 @@ class RunStore:
                     if dispatched:
                         self._conn.executemany(_MARK, dispatched)
                     if rows:
-                        self._conn.executemany(_INSERT, rows)
+                        if self.schema == 1:  # an old store: no headers or body_exact columns
+                            self._conn.executemany(_INSERT_V1, [r[: len(RESULT_COLUMNS) + 1] for r in rows])
+                        else:
+                            self._conn.executemany(_INSERT, rows)
                         self._conn.executemany(_UNMARK, [(r[0],) for r in rows])
                     if released:
                         self._conn.executemany(_UNMARK, [(r,) for r in released])

@@ -7,7 +7,9 @@ error, on any route, uses the one body in ``errors.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+import asyncio
+from collections.abc import Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -20,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from flowlab import __version__
+from flowlab.errors import RunStoreError
 from flowlab.sandbox.access import AdminAccess, AdminGuard, RealApiCors, require_json
 from flowlab.sandbox.edge.routes import EdgeGateway, EdgeService
 from flowlab.sandbox.edge.routes import register as register_edge
@@ -37,11 +40,13 @@ from flowlab.sandbox.openapi import (
     KNOBS_BODY,
     OFFER_BODY,
     REAL_API_FAULTS,
+    REPLAY_BODY,
     RESET_BODY,
     errors,
     json_body,
     truthful_openapi,
 )
+from flowlab.sandbox.replay import Replay
 from flowlab.sandbox.store import Tenant
 
 __all__ = ["SandboxApp", "create_app"]
@@ -57,6 +62,7 @@ class SandboxApp(FastAPI):
     knobs: Knobs
     access: AdminAccess
     edge: EdgeService
+    replay: Replay
 
 
 def _error(exc: SandboxError) -> JSONResponse:
@@ -72,11 +78,14 @@ def create_app(
     seed: int | None = None,
     host: str = "127.0.0.1",
     admin_token: str | SecretStr | None = None,
+    replay: Sequence[str | Path] = (),
+    replay_latency: bool = False,
 ) -> SandboxApp:
     """A sandbox app on a fresh demo tenant (or ``tenant``), with optional latency and faults.
 
     ``host`` is the address it will be bound to and ``admin_token`` the admin API's bearer token
-    (``access.py``: who may use ``/sandbox/…``).
+    (``access.py``: who may use ``/sandbox/…``). ``replay``: run stores whose recorded answers callFlows
+    serves instead of the engine (``replay.py``), with their latency if ``replay_latency``.
     """
     app = SandboxApp(title="Flow Lab sandbox tenant", version=__version__, docs_url="/sandbox/docs",
                      openapi_url="/sandbox/openapi.json", redoc_url=None)  # fmt: skip
@@ -85,6 +94,8 @@ def create_app(
     app.knobs = Knobs.from_specs(latency_ms, faults, seed)
     token = SecretStr(admin_token) if isinstance(admin_token, str) else admin_token
     app.access = AdminAccess(host=host, token=token if token and token.get_secret_value() else None)
+    app.replay = Replay()
+    app.replay.load(replay, latency=replay_latency)
     engine, knobs = app.engine, app.knobs
     app.edge = EdgeService(EdgeTenant(), knobs, pool=lambda: engine.pool)  # the AEP Edge Network (#9)
 
@@ -132,8 +143,7 @@ def create_app(
               openapi_extra=json_body(CALL_FLOWS_BODY, example=example))  # fmt: skip
     async def call_flows(request: Request) -> Response:
         """Documented here; served by ``_CallFlowsFastPath`` (the same ``_call_flows`` function)."""
-        status, body, headers = await _call_flows(engine, await request.body())
-        return Response(body, status_code=status, media_type=_JSON, headers=headers)
+        return _raw_response(*await _call_flows(engine, await request.body(), app.replay))
 
     message_param = {"name": "message", "in": "query", "required": True, "description": "The body as JSON",
                      "content": {_JSON: {"schema": CALL_FLOWS_BODY, "example": example}}}  # fmt: skip
@@ -143,6 +153,8 @@ def create_app(
              openapi_extra={"parameters": [message_param]})  # fmt: skip
     async def call_flows_get(request: Request) -> Response:
         body = parse_json(request.query_params.get("message", ""), "message (the request body as JSON)")
+        if app.replay.active:
+            return _raw_response(*await app.replay.answer(body))
         return answer(await engine.execute_async(body))
 
     @app.get("/v1.2/browser/create.json", tags=["Stream API"], status_code=201,
@@ -175,6 +187,7 @@ def create_app(
             "pointsOfSale": list(app.tenant.points_of_sale.values()),
             "version": __version__,
             "knobs": knobs.describe(),
+            "replay": app.replay.describe(),
             "counts": {
                 "flows": len(app.tenant.flows),
                 "offers": len(app.tenant.offers),
@@ -347,10 +360,35 @@ def create_app(
         app.edge.reset()
         return {"status": "OK", "message": "back to the demo data"}
 
+    @app.get("/sandbox/replay", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))
+    async def get_replay() -> dict[str, Any]:
+        return app.replay.describe()
+
+    @app.put(
+        "/sandbox/replay",
+        tags=["Sandbox"],
+        responses=errors(*ADMIN_WRITE_ERRORS),
+        dependencies=_WRITE,
+        openapi_extra=json_body(REPLAY_BODY),
+    )
+    async def set_replay(request: Request) -> dict[str, Any]:
+        """Replay run stores (``{"paths": [...], "latency": false}``); ``{"paths": []}`` stops replaying."""
+        data = await _json_object(request)
+        paths, latency = data.get("paths"), data.get("latency", False)
+        if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths) or len(paths) > 20:
+            raise BadRequest("paths must be a list of up to 20 run store paths", f"got {paths!r:.200}")
+        if not isinstance(latency, bool):
+            raise BadRequest("latency must be true or false", f"got {latency!r:.200}")
+        try:
+            await asyncio.to_thread(app.replay.load, paths, latency=latency)
+        except RunStoreError as exc:
+            raise BadRequest(str(exc), "paths must name Flow Lab run stores (SQLite files)") from None
+        return app.replay.describe()
+
     register_edge(app, app.edge, write=_WRITE, json_object=_json_object)
     app.openapi = lambda: app.openapi_schema or _set_schema(app)  # type: ignore[method-assign]
     # outermost last: CORS (real-API routes only) > admin access > body limit > faults > fast path > FastAPI
-    app.add_middleware(_CallFlowsFastPath, engine=engine)
+    app.add_middleware(_CallFlowsFastPath, engine=engine, replay=app.replay)
     app.add_middleware(FaultInjector, knobs=knobs)
     app.add_middleware(BodyLimit)
     app.add_middleware(EdgeGateway, edge=app.edge)  # outside BodyLimit: the Edge's own 64 KB 413
@@ -374,17 +412,32 @@ def _allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> list[str]
     return sorted(methods)
 
 
-async def _call_flows(engine: Engine, raw: bytes) -> tuple[int, bytes, dict[str, str]]:
+_JSON_HEADER = (b"content-type", _JSON.encode())
+_Headers = Sequence[tuple[bytes, bytes]]
+
+
+def _raw_response(status: int, body: bytes, headers: _Headers) -> Response:
+    """A response with exactly these headers (a replayed answer's repeats and order kept)."""
+    response = Response(body, status_code=status)
+    response.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
+    return response
+
+
+async def _call_flows(engine: Engine, raw: bytes, replay: Replay) -> tuple[int, bytes, _Headers]:
     """One callFlows request from raw body bytes to (status, body, headers); errors use the one shape.
 
     The request's guest code runs in a worker process (engine.py, workers.py): the loop only awaits it.
+    While replaying, the recorded answer is served instead and the engine never runs (replay.py).
     """
     try:
         body = parse_json(raw)  # size and depth limits before the engine runs
+        if replay.active:
+            return await replay.answer(body)
         execution = await engine.execute_async(body)
     except SandboxError as exc:
-        return exc.status, orjson.dumps(exc.body()), {}
-    return execution.status_code, execution.body.encode(), {"X-Flowlab-Execution": execution.ref}
+        return exc.status, orjson.dumps(exc.body()), (_JSON_HEADER,)
+    ref = (b"x-flowlab-execution", execution.ref.encode())
+    return execution.status_code, execution.body.encode(), (_JSON_HEADER, ref)
 
 
 class _CallFlowsFastPath:
@@ -394,9 +447,10 @@ class _CallFlowsFastPath:
     FastAPI route (bench/sandbox.py). Everything else goes through FastAPI.
     """
 
-    def __init__(self, app: Any, engine: Engine) -> None:
+    def __init__(self, app: Any, engine: Engine, replay: Replay) -> None:
         self.app = app
         self.engine = engine
+        self.replay = replay
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v2/callFlows":
@@ -408,9 +462,8 @@ class _CallFlowsFastPath:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        status, body, extra = await _call_flows(self.engine, b"".join(chunks))
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        headers.extend((k.lower().encode(), v.encode()) for k, v in extra.items())
+        status, body, extra = await _call_flows(self.engine, b"".join(chunks), self.replay)
+        headers = [*extra, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -14,7 +14,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -107,11 +108,16 @@ class SandboxServer:
         app: SandboxApp | None = None,
         log_level: str = "warning",
         admin_token: str | SecretStr | None = None,
+        replay: Sequence[str | Path] = (),
+        replay_latency: bool = False,
     ) -> None:
         self.app = app or create_app(
-            latency_ms=latency_ms, faults=faults, seed=seed, host=host, admin_token=admin_token
-        )
+            latency_ms=latency_ms, faults=faults, seed=seed, host=host, admin_token=admin_token,
+            replay=replay, replay_latency=replay_latency,
+        )  # fmt: skip
         self.app.access.host = host
+        #: why the replay its starter asked for is off (a file that is not a run store); "" if none
+        self.replay_problem = ""
         self._host = host
         self._port = port
         self._log_level = log_level
@@ -181,16 +187,31 @@ def serve_forever(
     faults: str | None = None,
     announce: Callable[[str], None] | None = None,
     admin_token: str | SecretStr | None = None,
+    replay: Sequence[str | Path] = (),
+    replay_latency: bool = False,
 ) -> None:
-    """Serve in the foreground until Ctrl+C (``python -m flowlab sandbox``); ``announce(url)`` once bound."""
+    """Serve in the foreground until Ctrl+C (``python -m flowlab sandbox``); ``announce(url)`` once bound.
+
+    ``replay``: run stores to answer callFlows from (``replay.py``); read before the port is bound, so a
+    file that is not a run store stops the command with a ``RunStoreError`` and nothing listens.
+    """
+    app = create_app(
+        latency_ms=latency_ms, faults=faults, host=host, admin_token=admin_token,
+        replay=replay, replay_latency=replay_latency,
+    )  # fmt: skip
     sock = _bind(host, port)
-    app = create_app(latency_ms=latency_ms, faults=faults, host=host, admin_token=admin_token)
     # The demo data lives as long as the process: keep it out of every garbage collection. Only here,
     # where the sandbox owns the process; the in-thread sandbox never changes its host's GC.
     gc.freeze()
     _return_large_buffers_to_the_os()
     if announce is not None:
         announce(f"http://{host}:{sock.getsockname()[1]}")
+    if app.replay.active:
+        replay_info = app.replay.describe()
+        sys.stderr.write(
+            f"  replaying {replay_info['guests']} recorded guests of {', '.join(replay_info['flowIds'])} "
+            f"from {', '.join(r['file'] for r in replay_info['runs'])}; unrecorded requests get a 404\n"
+        )
     _warn_if_exposed(app)
     server = uvicorn.Server(_config(app, "info"))
     server.run(sockets=[sock])
