@@ -21,6 +21,7 @@ import pytest
 from flowlab import SandboxAdmin
 from flowlab.errors import AuthenticationError
 from flowlab.sandbox import SandboxServer
+from flowlab.sandbox.faults import MAX_LATENCY_MS, parse_latency
 from flowlab.sandbox.limits import (
     MAX_BODY_BYTES,
     MAX_GUESTS,
@@ -422,3 +423,34 @@ def test_past_the_guest_cap_new_identities_get_507_and_known_guests_still_run(
     with SandboxAdmin(base_url=fresh_sandbox.url) as admin:
         admin.reset()
     assert httpx.post(url, json=call_body(fresh_sandbox, "cap-3")).status_code == 200
+
+
+# ---- knobs ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("latency", [1e16, "1e243", "inf", "nan", "-1", f"0-{MAX_LATENCY_MS + 1}", 60_001])
+def test_a_latency_knob_past_the_cap_is_refused_so_the_sandbox_cannot_hang(
+    fresh_sandbox: SandboxServer, latency: Any
+) -> None:
+    """A schema fuzzer set ``latencyMs`` to 6.9e16 ms: every later real-API request slept for good."""
+    url = fresh_sandbox.url
+    headers = {"Content-Type": "application/json"}
+    answer = error(httpx.put(f"{url}/sandbox/knobs", json={"latencyMs": latency}, headers=headers), 400)
+    assert "latency" in answer["message"]
+    assert httpx.get(f"{url}/sandbox/knobs").json()["latencyMs"] == "0"
+    response = httpx.post(f"{url}/v2/callFlows", json=call_body(fresh_sandbox, "knobs"), timeout=10)
+    assert response.status_code == 200
+
+
+def test_the_latency_knob_takes_values_up_to_the_cap() -> None:
+    assert parse_latency(MAX_LATENCY_MS) == ("fixed", MAX_LATENCY_MS, MAX_LATENCY_MS)
+    assert parse_latency(f"0-{MAX_LATENCY_MS}") == ("uniform", 0.0, MAX_LATENCY_MS)
+
+
+def test_retry_after_stays_a_valid_header_whatever_the_knob(fresh_sandbox: SandboxServer) -> None:
+    url = fresh_sandbox.url
+    knobs = {"retryAfterS": "inf", "faults": "503=1"}
+    assert httpx.put(f"{url}/sandbox/knobs", json=knobs).status_code == 200
+    response = httpx.post(f"{url}/v2/callFlows", json=call_body(fresh_sandbox, "retry"))
+    error(response, 503)
+    assert response.headers["retry-after"].isdigit()  # was "inf"; RFC 9110 §10.2.3: delay-seconds

@@ -24,11 +24,21 @@ from typing import Any
 
 from flowlab.sandbox.errors import error_body
 
-__all__ = ["FAULT_KINDS", "FaultInjector", "Knobs", "ResetConnection", "parse_faults", "parse_latency"]
+__all__ = [
+    "FAULT_KINDS",
+    "MAX_LATENCY_MS",
+    "FaultInjector",
+    "Knobs",
+    "ResetConnection",
+    "parse_faults",
+    "parse_latency",
+]
 
 FAULT_KINDS = ("503", "429", "500", "reset", "hang", "207")
 _RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
 _HANG_LIMIT_S = 600.0
+MAX_LATENCY_MS = 60_000.0
+_MAX_RETRY_AFTER_S = 3600.0
 
 
 class ResetConnection(Exception):
@@ -36,19 +46,22 @@ class ResetConnection(Exception):
 
 
 def parse_latency(spec: str | float | None) -> tuple[str, float, float]:
-    """``(kind, a, b)`` from a latency spec; raises ValueError with what to write instead."""
+    """``(kind, a, b)`` from a latency spec; raises ValueError with what to write instead.
+
+    At most ``MAX_LATENCY_MS`` (a minute; real tenants answer within a second): a schema fuzzer once set
+    6.9e16 ms, after which every real-API request slept for good.
+    """
     if spec is None or spec == "" or spec == 0:
         return ("fixed", 0.0, 0.0)
     if isinstance(spec, int | float):
-        if spec < 0:
-            raise ValueError("latency must be 0 or more milliseconds")
-        return ("fixed", float(spec), float(spec))
+        value = _milliseconds(float(spec), spec)
+        return ("fixed", value, value)
     text = spec.strip().lower()
     if text == "real":
         return ("real", 300.0, 0.5)
     match = _RANGE.match(text)
     if match:
-        low, high = float(match.group(1)), float(match.group(2))
+        low, high = (_milliseconds(float(match.group(i)), spec) for i in (1, 2))
         if low > high:
             raise ValueError(f"latency range '{spec}' is backwards: write LOW-HIGH, e.g. 20-80")
         return ("uniform", low, high)
@@ -56,9 +69,17 @@ def parse_latency(spec: str | float | None) -> tuple[str, float, float]:
         value = float(text)
     except ValueError:
         raise ValueError(f"latency '{spec}' is not N, LOW-HIGH or 'real' (milliseconds)") from None
-    if value < 0:
-        raise ValueError("latency must be 0 or more milliseconds")
+    value = _milliseconds(value, spec)
     return ("fixed", value, value)
+
+
+def _milliseconds(value: float, spec: object) -> float:
+    if not 0 <= value <= MAX_LATENCY_MS:  # also refuses NaN
+        raise ValueError(
+            f"latency '{spec}' must be between 0 and {MAX_LATENCY_MS:,.0f} milliseconds (a minute); "
+            "real tenants answer in 118-970 ms, or write 'real'"
+        )
+    return value
 
 
 def parse_faults(spec: str | dict[str, float] | None) -> dict[str, float]:
@@ -170,9 +191,15 @@ class FaultInjector:
             body = json.dumps(error_body(status, message, "injected by the sandbox's --faults knob")).encode()
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             if status in (429, 503):
-                headers.append((b"retry-after", f"{knobs.retry_after_s:g}".encode()))
+                headers.append((b"retry-after", _retry_after(knobs.retry_after_s)))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
+
+
+def _retry_after(seconds: float) -> bytes:
+    """The header value: the knob within 0 s to an hour (a knob of ``inf`` used to send ``Retry-After: inf``)."""
+    bounded = min(max(seconds, 0.0), _MAX_RETRY_AFTER_S) if math.isfinite(seconds) else _MAX_RETRY_AFTER_S
+    return f"{bounded:g}".encode()
 
 
 async def _hang(receive: Any) -> None:
