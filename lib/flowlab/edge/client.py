@@ -50,6 +50,7 @@ from flowlab.errors import (
     status_error_class,
 )
 from flowlab.models import FlowResponse
+from flowlab.redaction import redact_url, secret_parts
 
 __all__ = [
     "DATASTREAM_PARAMS",
@@ -114,6 +115,12 @@ class _EdgeBase:
                 "https://edge.adobedc.net without, or the sandbox's URL) or set FLOWLAB_EDGE_BASE_URL"
             )
         base, pasted = _split_pasted(base_url)
+        secrets = secret_parts(base_url)
+        if secrets:
+            raise ConfigError(
+                f"Edge base URL '{redact_url(base_url)}' carries {' and '.join(secrets)}: remove it; the client "
+                "secret goes in FLOWLAB_EDGE_CLIENT_SECRET (or Streamlit secrets), never in a URL"
+            )
         self.base_url = resolve_base_url(base_url=base) or ""
         region = region or pasted.get("region")
         version = version or pasted.get("version") or 2
