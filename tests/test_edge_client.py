@@ -8,6 +8,7 @@ the bearer token and answers scripted statuses. Nothing of ours is mocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
@@ -139,8 +140,9 @@ def _handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def adobe() -> Iterator[StandIn]:
+@contextlib.contextmanager
+def stand_in() -> Iterator[StandIn]:
+    """Adobe's IMS and Edge on a free loopback port, for the length of the ``with``."""
     state = StandIn()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
@@ -153,6 +155,12 @@ def adobe() -> Iterator[StandIn]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def adobe() -> Iterator[StandIn]:
+    with stand_in() as state:
+        yield state
 
 
 def creds(adobe: StandIn, secret: str = SECRET) -> EdgeCredentials:

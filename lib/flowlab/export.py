@@ -17,7 +17,7 @@ from typing import Any
 from flowlab.models import CallFlowRequest
 from flowlab.redaction import redact_url
 
-__all__ = ["to_curl", "to_postman", "to_python"]
+__all__ = ["postman_collection", "python_literal", "to_curl", "to_postman", "to_python"]
 
 _PATH = "/v2/callFlows"
 
@@ -57,7 +57,11 @@ def to_python(request: CallFlowRequest, base_url: str) -> str:
 
 def _py_literal(json_text: str) -> str:
     """JSON text as a Python literal (true/false/null become True/False/None)."""
-    value = json.loads(json_text)
+    return python_literal(json.loads(json_text))
+
+
+def python_literal(value: Any) -> str:
+    """A JSON value as an indented Python literal, for snippets (shared by the callFlows and Edge exports)."""
     return _format(value, 0)
 
 
@@ -110,15 +114,22 @@ def to_postman(
                 "response": [],
             }
         )
+    return postman_collection(
+        name, base_url, collection_items, {"baseUrl": base_url, "clientKey": client_key}
+    )
+
+
+def postman_collection(
+    name: str, base_url: str, items: list[dict[str, Any]], variables: dict[str, str]
+) -> dict[str, Any]:
+    """A Postman Collection v2.1 around ``items``, with string collection ``variables`` (shared by the
+    callFlows and Edge exports)."""
     return {
         "info": {
             "_postman_id": str(uuid.uuid5(uuid.NAMESPACE_URL, base_url + name)),
             "name": name,
             "schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json",
         },
-        "item": collection_items,
-        "variable": [
-            {"key": "baseUrl", "value": base_url.rstrip("/"), "type": "string"},
-            {"key": "clientKey", "value": client_key, "type": "string"},
-        ],
+        "item": items,
+        "variable": [{"key": k, "value": v, "type": "string"} for k, v in variables.items()],
     }
