@@ -4,11 +4,16 @@ Schemathesis (examples, coverage and fuzzing phases; ``-c all``) runs against a 
 admin token, so the admin routes, their bearer scheme and the 401 without it are all checked. Before issue
 #8 it found 26 mismatches: no request bodies, 400/401/404 undeclared, a 422 declared and never sent, and
 405 answers whose ``Allow`` named only one of a path's methods.
+
+The fuzz runs are deterministic and bounded: a fixed seed, no example database, and knob writes fuzzed on
+a sandbox of their own. They used to share one, and a knob the fuzzer left behind (``latencyMs`` 6.9e16,
+accepted before the one-minute cap) made every later real-API request sleep: the test hit its 240 s timeout.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +23,7 @@ import httpx
 import pytest
 
 from flowlab.sandbox import SandboxServer
+from flowlab.sandbox.faults import MAX_LATENCY_MS
 from flowlab.sandbox.limits import MAX_IDENTITY_CHARS
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -57,23 +63,52 @@ def test_without_a_token_no_security_is_declared(sandbox: SandboxServer) -> None
     assert "401" not in schema["paths"]["/sandbox/flows"]["get"]["responses"]
 
 
-@pytest.mark.slow
-def test_schemathesis_with_every_check_finds_nothing(fuzz_target: SandboxServer) -> None:
+#: a fixed seed and no example database, so every run sends the same cases (FLOWLAB_FUZZ_SEED to vary it)
+SEED = int(os.environ.get("FLOWLAB_FUZZ_SEED", "8080"))
+#: knob writes change what every later real-API request does (a latency, a 100 % fault): they are fuzzed
+#: against a sandbox of their own, so they cannot slow or fail the run of every other operation
+KNOB_WRITES = "PUT /sandbox/knobs"
+
+
+def schemathesis(server: SandboxServer, *selection: str, timeout: float) -> str:
+    """Run schemathesis with every check against ``server``; its output (asserts it found nothing)."""
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
         "--config-file", str(CONFIG),
-        "run", f"{fuzz_target.url}/sandbox/openapi.json",
+        "run", f"{server.url}/sandbox/openapi.json",
+        *selection,
         "--checks", "all",
         "--phases", "examples,coverage,fuzzing",
         "--max-examples", str(MAX_EXAMPLES),
+        "--seed", str(SEED),
+        "--generation-database", "none",
         "--header", f"Authorization: Bearer {TOKEN}",
         "--workers", "1",
         "--request-timeout", "30",
     ]  # fmt: skip
     run = subprocess.run(
-        command, capture_output=True, text=True, timeout=240, env={**os.environ, "NO_COLOR": "1"}
+        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, "NO_COLOR": "1"}
     )
     output = run.stdout + run.stderr
     print(output[-3000:])
     assert run.returncode == 0, output[-12000:]
     assert "passed" in output and "failures" not in output.split("SUMMARY")[-1]
+    return output
+
+
+@pytest.mark.slow
+def test_schemathesis_with_every_check_finds_nothing(fuzz_target: SandboxServer) -> None:
+    output = schemathesis(fuzz_target, "--exclude-name", KNOB_WRITES, timeout=240)
+    selected, total = map(int, re.search(r"Selected: (\d+)/(\d+)", output).groups())  # type: ignore[union-attr]
+    assert selected == total - 1  # all but the knob writes
+    assert fuzz_target.app.knobs.describe() == {"latencyMs": "0", "faults": {}, "retryAfterS": 1.0}
+
+
+@pytest.mark.slow
+def test_schemathesis_on_knob_writes_alone_finds_nothing(fuzz_target: SandboxServer) -> None:
+    """Before the latency cap this run left latencies up to 1e243 ms behind (every /v2 request hung)."""
+    schemathesis(
+        fuzz_target, "--include-name", KNOB_WRITES, "--include-name", "GET /sandbox/knobs", timeout=120
+    )
+    kind, _, slowest = fuzz_target.app.knobs.latency
+    assert kind == "real" or slowest <= MAX_LATENCY_MS  # whatever the fuzzer left, a request ends
