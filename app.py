@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
+
 import streamlit as st
 
 from ui.target import target_sidebar
+
+# The Analysis page's modules (scipy.stats, altair, pyarrow.parquet: ~1 s to import, more on a busy
+# machine) are imported in the background on the app's first run, so a first visit to the page pays for
+# the run it shows, not for imports (#8, bench/analysis_page.py). Python's import lock makes a page that
+# needs them meanwhile wait for the same import, never import twice.
+_WARM = ("ui.analysis_view", "pyarrow.parquet")
+if not all(name in sys.modules for name in _WARM) and not any(
+    t.name == "flowlab-warm-imports" for t in threading.enumerate()
+):
+    threading.Thread(
+        target=lambda: [importlib.import_module(name) for name in _WARM],
+        name="flowlab-warm-imports",
+        daemon=True,
+    ).start()
 
 st.set_page_config(page_title="Flow Lab", page_icon="🧪", layout="wide")
 

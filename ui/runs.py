@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -179,7 +180,7 @@ _NOT_ANALYSED = ("body", "identity", "variant_source", "offer_count", "execution
 def run_frame(path: str, stamp: Stamp) -> pd.DataFrame:
     """The run's rows as the Analysis page uses them, shared read-only by every session."""
     with RunStore.open(path) as store:
-        return store.to_dataframe(exclude=_NOT_ANALYSED)
+        return store.to_dataframe(exclude=_NOT_ANALYSED, shared_offers=True)  # read-only: share equal lists
 
 
 @st.cache_resource(max_entries=3, show_spinner="Fetching the sandbox's simulated outcomes…")
@@ -280,12 +281,19 @@ def _hashable_offers(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with each ``offers`` list as a tuple (a shallow copy; the cached run stays as it is).
 
     ``flowlab.analysis`` counts offers per distinct cell, which needs hashable cells: with lists it parses
-    100,000 cells one by one (0.3 s), with tuples a few distinct ones.
+    100,000 cells one by one (0.3 s), with tuples a few distinct ones. Each distinct list *object* becomes
+    one tuple (``run_frame`` shares equal lists), so the conversion is a few array operations, not a
+    Python loop over every row.
     """
     if "offers" not in frame.columns or frame["offers"].dtype != object:
         return frame
-    cells = [tuple(v) if isinstance(v, list) else v for v in frame["offers"].tolist()]
-    return frame.assign(offers=pd.Series(cells, index=frame.index, dtype=object))
+    cells = frame["offers"].to_numpy(dtype=object)
+    ids = np.fromiter(map(id, cells), dtype=np.int64, count=len(cells))
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    distinct = np.empty(len(first), dtype=object)
+    for i, cell in enumerate(cells[first]):
+        distinct[i] = tuple(cell) if isinstance(cell, list) else cell
+    return frame.assign(offers=pd.Series(distinct[inverse.ravel()], index=frame.index, dtype=object))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
