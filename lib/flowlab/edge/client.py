@@ -28,17 +28,19 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
+from pydantic import SecretStr
 
 from flowlab.client import (
     DEFAULT_TIMEOUT,
     RetryPolicy,
+    SandboxAdmin,
     _connection_error,
     _headers,
     _response,
     _timeout,
 )
 from flowlab.config import Settings, load_settings, resolve_base_url
-from flowlab.edge.auth import AccessToken, EdgeCredentials, TokenCache, read_token_answer
+from flowlab.edge.auth import TOKEN_PATH, AccessToken, EdgeCredentials, TokenCache, read_token_answer
 from flowlab.edge.models import InteractRequest
 from flowlab.edge.response import EdgeResponse, parse_edge_response
 from flowlab.errors import (
@@ -288,6 +290,41 @@ def _settings_kwargs(settings: Settings | None, overrides: dict[str, Any]) -> di
     return kwargs
 
 
+def _sandbox_kwargs(
+    base_url: str, authenticated: bool, datastream: int | str, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """Datastream and demo credentials from the sandbox's ``GET /sandbox/info`` (its ``edge`` section)."""
+    with SandboxAdmin(base_url=base_url) as admin:
+        info = admin.info().get("edge")
+    if not isinstance(info, Mapping):
+        raise ConfigError(
+            f"{base_url} is not a Flow Lab sandbox with the Edge Network (no 'edge' in /sandbox/info)"
+        )
+    try:
+        streams = [d["id"] for d in info.get("datastreams", [])]
+        if isinstance(datastream, int):
+            if not 0 <= datastream < len(streams):
+                raise ConfigError(
+                    f"the sandbox has {len(streams)} datastreams; datastream={datastream} is not one"
+                )
+            datastream = streams[datastream]
+        credentials = None
+        if authenticated:
+            demo = info["credentials"]
+            credentials = EdgeCredentials(
+                client_id=demo["clientId"],
+                client_secret=SecretStr(demo["clientSecret"]),
+                org_id=info["orgId"],
+                ims_url=str(demo["tokenUrl"]).removesuffix(TOKEN_PATH),
+                scope=demo["scope"],
+            )
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"the sandbox at {base_url} describes its Edge without {exc}: is it an older version?"
+        ) from None
+    return {"base_url": base_url, "datastream_id": datastream, "credentials": credentials} | overrides
+
+
 class EdgeClient(_EdgeBase):
     """Interact calls to the Edge Network or the sandbox, synchronously.
 
@@ -329,6 +366,14 @@ class EdgeClient(_EdgeBase):
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> EdgeClient:
         """A client from ``FLOWLAB_EDGE_*`` (and ``FLOWLAB_TIMEOUT``/``RETRIES``); keywords override them."""
         return cls(**_settings_kwargs(settings, overrides))
+
+    @classmethod
+    def for_sandbox(
+        cls, base_url: str, *, authenticated: bool = True, datastream: int | str = 0, **overrides: Any
+    ) -> EdgeClient:
+        """A client for the sandbox at ``base_url``: its first (or given) datastream and, when
+        ``authenticated``, its demo credentials (without them: the unauthenticated edge call)."""
+        return cls(**_sandbox_kwargs(base_url, authenticated, datastream, overrides))
 
     def __enter__(self) -> Self:
         return self
@@ -438,6 +483,12 @@ class AsyncEdgeClient(_EdgeBase):
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> AsyncEdgeClient:
         return cls(**_settings_kwargs(settings, overrides))
+
+    @classmethod
+    def for_sandbox(
+        cls, base_url: str, *, authenticated: bool = True, datastream: int | str = 0, **overrides: Any
+    ) -> AsyncEdgeClient:
+        return cls(**_sandbox_kwargs(base_url, authenticated, datastream, overrides))
 
     async def __aenter__(self) -> Self:
         return self
