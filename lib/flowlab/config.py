@@ -90,7 +90,9 @@ class Settings(BaseSettings):
     edge_region: str | None = Field(default=None, description="Edge location hint (or2, va6, irl1, ...)")
     edge_datastream_id: str | None = Field(default=None, description="Datastream ID for interact calls")
     edge_org_id: str | None = Field(default=None, description="IMS org ID, e.g. ABC123@AdobeOrg")
-    edge_client_id: str | None = Field(default=None, description="OAuth server-to-server client ID (x-api-key)")
+    edge_client_id: str | None = Field(
+        default=None, description="OAuth server-to-server client ID (x-api-key)"
+    )
     edge_client_secret: SecretStr | None = Field(
         default=None, description="OAuth server-to-server client secret; never logged or exported"
     )
