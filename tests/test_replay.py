@@ -261,3 +261,27 @@ def test_the_preview_page_shows_the_recorded_answer(
     shown = [c.value for c in at.code if c.language == "json"]
     assert any(orjson.loads(c) == orjson.loads(row["body"]) for c in shown if c.strip().startswith("{"))
     assert {m.label: m.value for m in at.metric}["Variant"] == row["variant"]
+
+
+def test_the_sandbox_page_replays_a_run_from_the_run_log(tmp_path: Path) -> None:
+    from flowlab.batch import BatchOptions
+    from flowlab.runlog import RunLog
+
+    with SandboxServer(seed=8) as live:
+        options = BatchOptions(base_url=live.url, client_key=live.client_key, friendly_id=FLOW, concurrency=5)
+        record, handle = RunLog().start(generate_guests(12, seed=5), options, name="recorded", target="live")
+        handle.wait()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    at.switch_page("app_pages/sandbox.py").run()
+    label = next(o for o in at.multiselect(key="sandbox_replay_runs").options if o.startswith("recorded"))
+    at.multiselect(key="sandbox_replay_runs").set_value([label]).run()
+    at.button(key="sandbox_replay_start").click().run()
+    try:
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        shown = next(d.value for d in at.dataframe if "File" in d.value.columns)
+        assert shown["File"].tolist() == [str(record.path)] and shown["Guests"].tolist() == [12]
+        info = "\n".join(str(e.value) for e in at.info)
+        assert "Replaying 12 recorded guests" in info
+    finally:  # the app's built-in sandbox is shared by the process: back to the demo engine
+        at.button(key="sandbox_replay_stop").click().run()
+    assert "Nothing is being replayed" in "\n".join(str(e.value) for e in at.markdown)
