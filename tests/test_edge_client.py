@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +30,7 @@ from flowlab.config import load_settings
 from flowlab.edge import AsyncEdgeClient, EdgeClient, EdgeCredentials, InteractRequest
 from flowlab.errors import (
     APIConnectionError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     ConfigError,
@@ -63,6 +65,7 @@ class StandIn:
     issued: int = 0
     expires_in: int = 86399
     ims_script: deque[tuple[int, bytes]] = field(default_factory=deque)
+    slow: float = 0.0  # seconds interact waits before answering
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def interacts(self) -> list[Seen]:
@@ -110,6 +113,7 @@ def _handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
                     {"Content-Type": "application/problem+json"},
                     (FIXTURES / "error_0500_401_inferred.json").read_bytes(),
                 )
+            time.sleep(state.slow)
             with state.lock:
                 scripted = state.script.popleft() if state.script else None
             if scripted is not None:
@@ -435,3 +439,17 @@ def test_async_client_shares_one_token_across_concurrent_calls_and_retries(adobe
     assert asyncio.run(run()) == [200] * 21
     assert len(adobe.token_calls()) == 2  # one for the 20 concurrent calls, one after the 401
     assert len(adobe.interacts()) == 20 + 1 + 2  # + one 503 retried, + one 401 refreshed
+
+
+def test_a_read_timeout_is_not_retried_because_the_event_may_have_been_recorded(adobe: StandIn) -> None:
+    adobe.slow = 1.5
+    with edge(adobe, timeout=0.3) as client, pytest.raises(APITimeoutError, match="within the timeout"):
+        client.interact(**LOOKUP)
+    time.sleep(1.5)  # let the stand-in log any late retry
+    assert len(adobe.interacts()) == 1
+
+
+def test_threads_sharing_a_client_fetch_one_token(adobe: StandIn) -> None:
+    with edge(adobe) as client, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.interact(**LOOKUP), range(16)))
+    assert all(a.ok for a in answers) and len(adobe.token_calls()) == 1
