@@ -5,13 +5,16 @@
 Builds a synthetic run (no network): a generated sample of ``--guests`` guests, recorded in a fresh run log
 (``RunLog.prepare``) and filled through ``RunStore.write`` with A/B results that look like the demo
 experiment's (a 50/50 split, one offer per variant, log-normal latencies, 1% of calls failing with 503),
-plus an outcomes CSV (B converts ~25% better). It times reading the run on its own: row by row (the read the
-page used before; ``batches()``, still used for exports) against column by column (``RunStore.to_dataframe``),
-with and without the columns the page never reads. Then it drives the real app with Streamlit's ``AppTest``
-through the entry point, as the tests do, and prints the time of:
+plus an outcomes CSV (B converts ~25% better); finishing the run writes its columnar copy
+(``RunStore.write_columns``). It times reading the run on its own: row by row (the read the page used
+before; ``batches()``, still used for exports) against column by column from SQLite
+(``RunStore.to_dataframe``), with and without the columns the page never reads, and from the columnar copy.
+Then it drives the real app with Streamlit's ``AppTest`` through the entry point, as the tests do, and
+prints the time of:
 
-* importing the page's modules (altair, scipy.stats: once per app process, whatever the run);
-* the first render of the run (loads it from SQLite and computes every section; cached afterwards);
+* the app's start, and when the page's modules (altair, scipy.stats, pyarrow.parquet: once per process)
+  are ready: ``app.py`` imports them in a background thread while the first page shows;
+* the first render of the run (reads the columnar copy and computes every section; cached afterwards);
 * uploading the outcomes CSV (joins 100,000 outcomes);
 * a plain re-render, and re-renders after changing the breakdown dimension, the level cap, and a run-table
   filter (each computes one new aggregate from the cached run).

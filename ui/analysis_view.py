@@ -456,6 +456,14 @@ def show_planning(a: Analysis) -> None:
     except ValueError as exc:
         st.error(plain(str(exc)), icon=":material/error:")
         return
+    observed = ""
+    if a.has_outcomes and start.source != "observed control rate":
+        control = runs.conversion(a.key, a.frame, a.control)
+        rate = float(control.loc[control["is_control"], "rate"].iloc[0]) if len(control) else math.nan
+        if math.isfinite(rate) and abs(rate - plan.baseline) > 0.25 * plan.baseline:
+            observed = (
+                f" This run's control converts at {rate:.1%}: type that as the baseline to plan from it."
+            )
     enough = guests >= plan.sample_size(len(served))
     (st.success if enough else st.warning)(
         plain(sentence[0].upper() + sentence[1:]), icon=":material/groups:"
@@ -463,7 +471,7 @@ def show_planning(a: Analysis) -> None:
     st.caption(
         note + f" Per variant: the smallest arm ({guests:,} served guests)"
         + (f"; with {len(served)} variants, α is split over the {len(served) - 1} comparisons with the "
-           "control." if len(served) > 2 else ".")
+           "control." if len(served) > 2 else ".") + observed
     )  # fmt: skip
     st.altair_chart(
         charts.power_chart(curve, guests=guests, target_power=plan.power), width="stretch", height=220
@@ -549,8 +557,8 @@ def _show_budget(a: Analysis, histogram: pd.DataFrame) -> None:
         column_config={
             "over_budget": st.column_config.NumberColumn("over budget", format="%d"),
             "share_over": st.column_config.NumberColumn("share over", format="percent"),
-            "share_over_low": st.column_config.NumberColumn("from", format="percent"),
-            "share_over_high": st.column_config.NumberColumn("to", format="percent"),
+            "share_over_low": st.column_config.NumberColumn("interval from", format="percent"),
+            "share_over_high": st.column_config.NumberColumn("interval to", format="percent"),
             **{c: st.column_config.NumberColumn(format="%.1f") for c in ("p50", "p95", "p99")},
         },
     )
