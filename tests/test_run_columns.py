@@ -91,3 +91,15 @@ def test_a_batch_run_leaves_a_copy_the_page_reads(fresh_sandbox: SandboxServer, 
         assert store.columns_path.is_file()
         frame = reads_equal(store, exclude=PAGE_EXCLUDES, shared_offers=True)
     assert len(frame) == 200 and set(frame["variant"]) == {"A", "B"}
+
+
+def test_replacing_a_finished_run_removes_its_copy(tmp_path: Path) -> None:
+    with RunStore.create(tmp_path / "run.sqlite", META) as store:
+        store.write([result(1)])
+        store.set_status("done")
+        copy = store.columns_path
+    assert copy.is_file()
+    with RunStore.create(tmp_path / "run.sqlite", META) as again:
+        assert not copy.exists()
+        again.write([result(1), result(2)])
+        assert again.to_dataframe(exclude=PAGE_EXCLUDES)["row"].tolist() == [1, 2]

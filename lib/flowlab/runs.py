@@ -331,7 +331,7 @@ class RunStore:
                     f"{progress.status}): resume it (--resume), or delete the file to start over"
                 )
         logger.info("replacing the finished run in %s", path)
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", ".columns.parquet"):  # the last: its columnar copy
             with contextlib.suppress(FileNotFoundError):
                 os.remove(f"{path}{suffix}")
 
