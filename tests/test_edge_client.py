@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
+from flowlab.client import BatchTransport
 from flowlab.config import load_settings
 from flowlab.edge import AsyncEdgeClient, EdgeClient, EdgeCredentials, InteractRequest
 from flowlab.errors import (
@@ -453,3 +454,22 @@ def test_threads_sharing_a_client_fetch_one_token(adobe: StandIn) -> None:
     with edge(adobe) as client, ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: client.interact(**LOOKUP), range(16)))
     assert all(a.ok for a in answers) and len(adobe.token_calls()) == 1
+
+
+def test_the_batch_transport_posts_interact_bodies_with_a_per_request_token(adobe: StandIn) -> None:
+    """The batch hot path (``BatchTransport``) serves Edge URLs too, with the bearer token per request."""
+    with edge(adobe) as client:
+        token = client.token()
+        path = client.url().removeprefix(client.base_url)
+        body = InteractRequest.build(**LOOKUP).body_bytes()
+        auth = client._auth_headers(token)
+
+    async def run() -> list[int]:
+        async with BatchTransport(base_url=adobe.url, path=path, max_connections=4) as transport:
+            results = [await transport.post_call_flows(body, 10, auth) for _ in range(3)]
+        return [status for status, *_ in results]
+
+    assert asyncio.run(run()) == [200, 200, 200]
+    calls = adobe.interacts()
+    assert len(calls) == 3 and all(c.query == {"datastreamId": ["ds-1"]} and c.body == body for c in calls)
+    assert all(c.headers["Authorization"] == "Bearer eyJ-token-1" for c in calls)

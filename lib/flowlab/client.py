@@ -466,12 +466,17 @@ class BatchTransport:
     """
 
     def __init__(
-        self, *, base_url: str, max_connections: int = 100, headers: Mapping[str, str] | None = None
+        self,
+        *,
+        base_url: str,
+        max_connections: int = 100,
+        headers: Mapping[str, str] | None = None,
+        path: str = "/v2/callFlows",
     ) -> None:
         if max_connections < 1:
             raise ConfigError(f"max_connections must be 1 or more, got {max_connections}")
         self.base_url = _base_url(base_url)
-        self.url = f"{self.base_url}/v2/callFlows"
+        self.url = f"{self.base_url}/{path.lstrip('/')}"  # path may carry a query (Edge: ?datastreamId=)
         self.max_connections = max_connections
         self.headers = _headers(headers)
         self._session: Any = None
@@ -504,8 +509,12 @@ class BatchTransport:
             await self._session.close()
             self._session = None
 
-    async def post_call_flows(self, body: bytes, timeout: float) -> tuple[int, Mapping[str, str], str, float]:
-        """POST one JSON body to ``/v2/callFlows``: ``(status, headers, text, latency_ms)``. No retries."""
+    async def post_call_flows(
+        self, body: bytes, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Mapping[str, str], str, float]:
+        """POST one JSON body to the URL (``/v2/callFlows`` unless ``path`` said otherwise):
+        ``(status, headers, text, latency_ms)``. No retries. ``headers`` are added to this request only
+        (the Edge's bearer token, which changes when it is refreshed)."""
         import aiohttp
 
         if self._session is None:
@@ -515,7 +524,9 @@ class BatchTransport:
             client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
         started = time.perf_counter()
         try:
-            async with self._session.post(self._url, data=body, timeout=client_timeout) as raw:
+            async with self._session.post(
+                self._url, data=body, timeout=client_timeout, headers=headers
+            ) as raw:
                 content = await raw.read()
                 status, headers = raw.status, raw.headers
         except TimeoutError:
