@@ -462,7 +462,7 @@ def test_the_batch_transport_posts_interact_bodies_with_a_per_request_token(adob
         token = client.token()
         path = client.url().removeprefix(client.base_url)
         body = InteractRequest.build(**LOOKUP).body_bytes()
-        auth = client._auth_headers(token)
+        auth = client.auth_headers(token)
 
     async def run() -> list[int]:
         async with BatchTransport(base_url=adobe.url, path=path, max_connections=4) as transport:

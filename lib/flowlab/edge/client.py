@@ -220,7 +220,8 @@ class _EdgeBase:
             raise APIResponseError(f"{token} from {url}: {self.credentials.scrub(flow.text[:200])}", url=url)
         return token
 
-    def _auth_headers(self, token: AccessToken | None) -> dict[str, str]:
+    def auth_headers(self, token: AccessToken | None) -> dict[str, str]:
+        """The headers of one interact call: the client's own plus, with a token, the three auth headers."""
         if token is None or self.credentials is None:
             return self.headers
         return {**self.headers, **self.credentials.headers(token)}
@@ -421,7 +422,7 @@ class EdgeClient(_EdgeBase):
             token = self.token() if self.credentials is not None else None
             started = time.perf_counter()
             try:
-                raw = self._http.post(url, content=body, headers=self._auth_headers(token))
+                raw = self._http.post(url, content=body, headers=self.auth_headers(token))
             except httpx.TransportError as exc:
                 error = self._connect_failed(exc, url, attempt)
                 if error is not None:
@@ -538,7 +539,7 @@ class AsyncEdgeClient(_EdgeBase):
             token = await self.token() if self.credentials is not None else None
             started = time.perf_counter()
             try:
-                raw = await self._http.post(url, content=body, headers=self._auth_headers(token))
+                raw = await self._http.post(url, content=body, headers=self.auth_headers(token))
             except httpx.TransportError as exc:
                 error = self._connect_failed(exc, url, attempt)
                 if error is not None:
