@@ -153,6 +153,9 @@ def test_a_tenant_run_takes_an_outcomes_csv_and_a_typed_split(live_tenant: Sandb
     assert not at.exception, at.exception
     (lift,) = [s for s in [*texts(at.success), *texts(at.info), *texts(at.warning)] if "converts" in s]
     assert lift.startswith("B converts ") and "better than A" in lift
+    (start,) = [c for c in texts(at.caption) if c.startswith("Starting from the observed control rate (")]
+    assert "a live tenant's flow definition (and its sampleSizeConfig) is not readable here." in start
+    assert any("guests per variant needed to detect a 20% lift" in w for w in texts(at.warning))
     at.text_input(key="analysis_split").set_value("A=90, B=10").run()
     assert any(e.startswith("Sample ratio mismatch: ") for e in texts(at.error))
     bad = b"guest,converted\ng1,maybe\n"
