@@ -6,18 +6,20 @@ fix each worker printed a ``KeyboardInterrupt`` traceback from ``conn.recv_bytes
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+from flowlab.sandbox.workers import WorkerPool
 
 
 def _children(pid: int) -> list[int]:
@@ -43,6 +45,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
 def test_sigint_to_the_process_group_leaves_no_traceback_and_no_worker(tmp_path: Path) -> None:
     log = tmp_path / "sandbox.log"
     with log.open("wb") as stderr:
@@ -77,3 +80,41 @@ def test_sigint_to_the_process_group_leaves_no_traceback_and_no_worker(tmp_path:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_waiters_on_two_loops_and_a_thread_share_one_worker_and_cancelled_ones_leak_nothing() -> None:
+    """Checkout hands a released worker straight to a waiter of the same loop; others get it thread-safely."""
+    pool = WorkerPool(size=1)
+    task = "flowlab.sandbox.limits:check_depth"  # check_depth(0, resolve): returns None at once
+    done: list[str] = []
+
+    async def callers(name: str) -> None:
+        jobs = [asyncio.ensure_future(pool.run(task, 0)) for _ in range(30)]
+        await asyncio.sleep(0)  # every job is waiting for the one worker now
+        for job in jobs[1::3]:
+            job.cancel()
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        cancelled = sum(isinstance(r, asyncio.CancelledError) for r in results)
+        assert all(r is None for r in results if not isinstance(r, BaseException)), results
+        done.append(f"{name}: {len(results) - cancelled} ran, {cancelled} cancelled")
+
+    def blocking() -> None:
+        for _ in range(20):
+            assert pool.run_sync(task, 0) is None
+        done.append("thread: 20 ran")
+
+    try:
+        threads = [
+            threading.Thread(target=asyncio.run, args=(callers("a"),)),
+            threading.Thread(target=asyncio.run, args=(callers("b"),)),
+            threading.Thread(target=blocking),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(done) == 3, done
+        assert len(pool._idle) == 1 and not pool._waiters  # the worker is back, nobody waits
+        assert pool.run_sync(task, 0) is None
+    finally:
+        pool.close()

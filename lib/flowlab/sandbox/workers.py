@@ -46,7 +46,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Final
@@ -91,6 +91,7 @@ _worker_main({}, {}, {})
 _TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 Blob = tuple[str, Any]  # ("module:function" compiler, payload)
+_Waiter = concurrent.futures.Future["_Worker"] | tuple[asyncio.AbstractEventLoop, asyncio.Future["_Worker"]]
 Provider = Callable[[Sequence[str]], Mapping[str, Blob]]
 
 
@@ -288,7 +289,8 @@ class WorkerPool:
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
         self._spare: _Worker | None = None
-        self._waiters: list[concurrent.futures.Future[_Worker]] = []
+        #: callers waiting for a worker, oldest first: a future of ``run_sync``'s thread, or an event loop's
+        self._waiters: deque[_Waiter] = deque()
         self._started = False
         self._closed = False
         self._spawning = False
@@ -314,9 +316,12 @@ class WorkerPool:
             self._closed = True
             workers = [*self._all, *([self._spare] if self._spare else [])]
             self._all, self._idle, self._spare = [], [], None
-            waiters, self._waiters = self._waiters, []
+            waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
-            waiter.cancel()
+            if isinstance(waiter, concurrent.futures.Future):
+                waiter.cancel()
+            else:
+                _call_in(waiter[0], waiter[1].cancel)
         for worker in workers:
             worker.close()
 
@@ -328,6 +333,7 @@ class WorkerPool:
     # -- checkout
 
     def _acquire(self) -> concurrent.futures.Future[_Worker]:
+        """A worker for a thread without an event loop (``run_sync``): a future it may block on."""
         if not self._started:
             self.start()
         future: concurrent.futures.Future[_Worker] = concurrent.futures.Future()
@@ -340,17 +346,50 @@ class WorkerPool:
                 self._waiters.append(future)
         return future
 
+    def _acquire_async(self, loop: asyncio.AbstractEventLoop) -> _Worker | asyncio.Future[_Worker]:
+        """An idle worker now, or a future of ``loop`` that a release resolves.
+
+        An asyncio future, not a ``concurrent.futures`` one: a worker released on the same loop (the
+        usual case under load, as every request's ``finally`` hands its worker to the next) resolves it
+        directly, with no thread-safe wake-up through the loop's self-pipe.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the worker pool is closed")
+            if self._idle:
+                return self._idle.pop()
+            future: asyncio.Future[_Worker] = loop.create_future()
+            self._waiters.append((loop, future))
+        return future
+
     def _release(self, worker: _Worker) -> None:
         with self._lock:
             while self._waiters:
-                waiter = self._waiters.pop(0)
-                if waiter.set_running_or_notify_cancel():
-                    waiter.set_result(worker)
+                waiter = self._waiters.popleft()
+                if isinstance(waiter, concurrent.futures.Future):
+                    if waiter.set_running_or_notify_cancel():
+                        waiter.set_result(worker)
+                        return
+                    continue
+                loop, future = waiter
+                if future.done() or loop.is_closed():  # cancelled (a closed loop's waiters are gone)
+                    continue
+                if _running_loop() is loop:
+                    future.set_result(worker)
+                    return
+                if _call_in(loop, self._hand_over, future, worker):
                     return
             if not self._closed:
                 self._idle.append(worker)
                 return
         worker.close()
+
+    def _hand_over(self, future: asyncio.Future[_Worker], worker: _Worker) -> None:
+        """On the waiter's loop: give it the worker, or pass the worker on when it stopped waiting."""
+        if future.done():
+            self._release(worker)
+        else:
+            future.set_result(worker)
 
     def _replace(self, worker: _Worker) -> None:
         """A worker was killed or died: the spare takes its place now; a new spare starts in the background."""
@@ -427,14 +466,15 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         if not self._started:
             await loop.run_in_executor(None, self.start)
-        checkout = self._acquire()
-        if checkout.done():  # the usual case: an idle worker, no thread-safe wake-up of the loop needed
-            worker = checkout.result()
+        checkout = self._acquire_async(loop)
+        if isinstance(checkout, _Worker):  # an idle worker
+            worker = checkout
         else:
             try:
-                worker = await asyncio.wrap_future(checkout)
+                worker = await checkout
             except asyncio.CancelledError:  # a worker handed over as we were cancelled goes back
-                checkout.add_done_callback(lambda f: None if f.cancelled() else self._release(f.result()))
+                if checkout.done() and not checkout.cancelled():
+                    self._release(checkout.result())
                 raise
         ok = False
         try:
@@ -448,7 +488,7 @@ class WorkerPool:
                 break
             ok = not reply[3]  # a worker that asked to be recycled is exiting
         finally:
-            if ok and worker.proc.poll() is None:
+            if ok and not worker.dead:  # it answered: alive (no waitpid per job; a death shows on the next send)
                 self._release(worker)
             else:
                 self._replace(worker)
@@ -512,7 +552,7 @@ class WorkerPool:
                 break
             ok = not reply[3]  # a worker that asked to be recycled is exiting
         finally:
-            if ok and worker.proc.poll() is None:
+            if ok and not worker.dead:  # it answered: alive (no waitpid per job; a death shows on the next send)
                 self._release(worker)
             else:
                 self._replace(worker)
@@ -536,6 +576,22 @@ class WorkerPool:
             if error is not None:
                 worker.kill()
                 raise error
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _call_in(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> bool:
+    """``callback(*args)`` on ``loop`` from any thread; False if that loop is closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return False
+    return True
 
 
 def step_now(worker: _Worker) -> None:
