@@ -488,7 +488,7 @@ class WorkerPool:
                 break
             ok = not reply[3]  # a worker that asked to be recycled is exiting
         finally:
-            if ok and not worker.dead:  # it answered: alive (no waitpid per job; a death shows on the next send)
+            if ok and not worker.dead:  # it answered, so it lives: no waitpid per job
                 self._release(worker)
             else:
                 self._replace(worker)
@@ -552,7 +552,7 @@ class WorkerPool:
                 break
             ok = not reply[3]  # a worker that asked to be recycled is exiting
         finally:
-            if ok and not worker.dead:  # it answered: alive (no waitpid per job; a death shows on the next send)
+            if ok and not worker.dead:  # it answered, so it lives: no waitpid per job
                 self._release(worker)
             else:
                 self._replace(worker)
