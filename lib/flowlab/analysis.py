@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
 
 # Experiment planning, sequential intervals and the timeout budget (issue #10) live in their own modules;
 # analysts look for them here too. Those modules import this one lazily, inside functions: no import cycle.
 from flowlab.budget import budget_sentence, timeout_budget
+from flowlab.distributions import chi2_sf, chisquare, norm_ppf, norm_sf
 from flowlab.planning import (
     PlanInputs,
     detection_power,
@@ -150,7 +150,7 @@ def wilson_interval(successes: Any, n: Any, confidence: float = 0.95) -> tuple[_
     """
     x = np.asarray(successes, dtype=float)
     size = np.asarray(n, dtype=float)
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z = float(norm_ppf(0.5 + confidence / 2))
     with np.errstate(divide="ignore", invalid="ignore"):
         p = x / size
         denom = 1 + z * z / size
@@ -340,7 +340,7 @@ def _chi2_rows(observed: _FloatArray, shares: _FloatArray) -> tuple[_FloatArray,
         chi2 = ((observed - expected) ** 2 / expected).sum(axis=1)
     chi2 = np.where(n > 0, chi2, np.nan)
     dof = len(shares) - 1
-    p = stats.chi2.sf(chi2, dof) if dof > 0 else np.full(len(chi2), np.nan)
+    p = chi2_sf(chi2, dof) if dof > 0 else np.full(len(chi2), np.nan)
     return chi2.astype(float), np.asarray(p, dtype=float)
 
 
@@ -398,8 +398,7 @@ def split_health(
     chi2, p_value, srm = math.nan, math.nan, False
     k = len(names)
     if k >= 2 and tested > 0:
-        result = stats.chisquare(observed, expected_shares * tested)
-        chi2, p_value = float(result.statistic), float(result.pvalue)
+        chi2, p_value = chisquare(observed, expected_shares * tested)
         srm = p_value < alpha and tested >= MIN_PER_VARIANT * k
 
     verdict = _split_verdict(
@@ -658,7 +657,7 @@ def conversion_by_variant(
     low, high = wilson_interval(x, n, confidence)
     n_c, x_c = n[0], x[0]
     p_c = x_c / n_c
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z = float(norm_ppf(0.5 + confidence / 2))
     with np.errstate(divide="ignore", invalid="ignore"):
         log_ratio = np.log(rate) - np.log(p_c)
         se = np.sqrt(1 / x - 1 / n + 1 / x_c - 1 / n_c)
@@ -669,7 +668,7 @@ def conversion_by_variant(
         pooled = (x + x_c) / (n + n_c)
         se_diff = np.sqrt(pooled * (1 - pooled) * (1 / n + 1 / n_c))
         z_stat = (rate - p_c) / se_diff
-    p_value = np.where(se_diff > 0, 2 * stats.norm.sf(np.abs(np.nan_to_num(z_stat))), 1.0)
+    p_value = np.where(se_diff > 0, 2 * norm_sf(np.abs(np.nan_to_num(z_stat))), 1.0)
     is_control = np.arange(len(ordered)) == 0
     return pd.DataFrame(
         {

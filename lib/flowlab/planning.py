@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+
+from flowlab.distributions import norm_cdf, norm_ppf
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -143,7 +144,7 @@ def _check_guests(n: Any, name: str = "n_per_variant") -> float:
 
 def _z_alpha(alpha: float, variants: int) -> float:
     """Two-sided critical value with α split over the ``variants - 1`` comparisons with the control."""
-    return float(stats.norm.ppf(1 - alpha / (variants - 1) / 2))
+    return float(norm_ppf(1 - alpha / (variants - 1) / 2))
 
 
 def _power(n: Any, p1: float, p2: Any, z_alpha: float) -> Any:
@@ -152,7 +153,7 @@ def _power(n: Any, p1: float, p2: Any, z_alpha: float) -> Any:
     pooled = (p1 + p2) / 2
     null_sd = np.sqrt(2 * pooled * (1 - pooled))
     alt_sd = np.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
-    return stats.norm.cdf((np.abs(p2 - p1) * np.sqrt(n) - z_alpha * null_sd) / alt_sd)
+    return norm_cdf((np.abs(p2 - p1) * np.sqrt(n) - z_alpha * null_sd) / alt_sd)
 
 
 # --------------------------------------------------------------------------------------------- public
@@ -177,7 +178,7 @@ def sample_size(
     _check_alpha_power(alpha, power)
     k = _check_variants(variants)
     pooled = (p1 + p2) / 2
-    z_a, z_b = _z_alpha(alpha, k), float(stats.norm.ppf(power))
+    z_a, z_b = _z_alpha(alpha, k), float(norm_ppf(power))
     numerator = z_a * math.sqrt(2 * pooled * (1 - pooled)) + z_b * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
     n = (numerator / (p2 - p1)) ** 2
     return max(1, math.ceil(n - 1e-9))  # 1e-9: a float crumb must not cost a whole extra guest
@@ -226,6 +227,8 @@ def minimum_detectable_effect(
     top = 1 - 1e-12
     if float(_power(n, p1, top, z_a)) < power:
         return math.inf
+    from scipy import optimize  # only here: it costs half a second to import
+
     p2 = float(optimize.brentq(lambda q: float(_power(n, p1, q, z_a)) - power, p1 + 1e-12, top, xtol=1e-12))
     return (p2 - p1) / p1 if relative else p2 - p1
 

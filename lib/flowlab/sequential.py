@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
+
+from flowlab.distributions import norm_sf
 
 __all__ = [
     "DEFAULT_PLANNED_GUESTS",
@@ -403,7 +404,7 @@ def simulate_aa(
         pooled = (x_c + x_v) / (n_c + n_v)
         se = np.sqrt(pooled * (1 - pooled) * (1 / n_c + 1 / n_v))
         z = (x_v / n_v - x_c / n_c) / se
-    fixed_p = np.where(se > 0, 2 * stats.norm.sf(np.abs(np.nan_to_num(z))), 1.0)
+    fixed_p = np.where(se > 0, 2 * norm_sf(np.abs(np.nan_to_num(z))), 1.0)
     planned = planned_guests if planned_guests is not None else float(len(arm))
     seq_p = always_valid_p_value(x_c, n_c, x_v, n_v, confidence=1 - alpha, planned_guests=planned)
     return AASimulation(
