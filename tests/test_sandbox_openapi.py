@@ -74,7 +74,7 @@ SEED = int(os.environ.get("FLOWLAB_FUZZ_SEED", "8080"))
 KNOB_WRITES = "PUT /sandbox/knobs"
 
 
-def schemathesis(server: SandboxServer, *selection: str, timeout: float) -> str:
+def schemathesis(server: SandboxServer, scratch: Path, *selection: str, timeout: float) -> str:
     """Run schemathesis with every check against ``server``; its output (asserts it found nothing)."""
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
@@ -90,9 +90,10 @@ def schemathesis(server: SandboxServer, *selection: str, timeout: float) -> str:
         "--workers", "1",
         "--request-timeout", "30",
     ]  # fmt: skip
-    run = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, "NO_COLOR": "1"}
-    )
+    run = subprocess.run(  # in a scratch directory: schemathesis writes a .schemathesis/ cache into its cwd
+        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, "NO_COLOR": "1"},
+        cwd=scratch,
+    )  # fmt: skip
     output = run.stdout + run.stderr
     print(output[-3000:])
     assert run.returncode == 0, output[-12000:]
@@ -101,18 +102,24 @@ def schemathesis(server: SandboxServer, *selection: str, timeout: float) -> str:
 
 
 @pytest.mark.slow
-def test_schemathesis_with_every_check_finds_nothing(fuzz_target: SandboxServer) -> None:
-    output = schemathesis(fuzz_target, "--exclude-name", KNOB_WRITES, timeout=240)
+def test_schemathesis_with_every_check_finds_nothing(fuzz_target: SandboxServer, tmp_path: Path) -> None:
+    output = schemathesis(fuzz_target, tmp_path, "--exclude-name", KNOB_WRITES, timeout=240)
     selected, total = map(int, re.search(r"Selected: (\d+)/(\d+)", output).groups())  # type: ignore[union-attr]
     assert selected == total - 1  # all but the knob writes
     assert fuzz_target.app.knobs.describe() == {"latencyMs": "0", "faults": {}, "retryAfterS": 1.0}
 
 
 @pytest.mark.slow
-def test_schemathesis_on_knob_writes_alone_finds_nothing(fuzz_target: SandboxServer) -> None:
+def test_schemathesis_on_knob_writes_alone_finds_nothing(fuzz_target: SandboxServer, tmp_path: Path) -> None:
     """Before the latency cap this run left latencies up to 1e243 ms behind (every /v2 request hung)."""
     schemathesis(
-        fuzz_target, "--include-name", KNOB_WRITES, "--include-name", "GET /sandbox/knobs", timeout=120
+        fuzz_target,
+        tmp_path,
+        "--include-name",
+        KNOB_WRITES,
+        "--include-name",
+        "GET /sandbox/knobs",
+        timeout=120,
     )
     kind, _, slowest = fuzz_target.app.knobs.latency
     assert kind == "real" or slowest <= MAX_LATENCY_MS  # whatever the fuzzer left, a request ends
