@@ -24,8 +24,7 @@ from starlette.routing import Route
 from flowlab import __version__
 from flowlab.errors import RunStoreError
 from flowlab.sandbox.access import AdminAccess, AdminGuard, RealApiCors, require_json
-from flowlab.sandbox.edge.routes import EdgeGateway, EdgeService
-from flowlab.sandbox.edge.routes import register as register_edge
+from flowlab.sandbox.edge.routes import EdgeGateway, EdgeService, register as register_edge
 from flowlab.sandbox.edge.tenant import EdgeTenant
 from flowlab.sandbox.engine import Engine, Execution, unit_hash
 from flowlab.sandbox.errors import BadRequest, NotFound, SandboxError, Unauthorized, error_body
@@ -397,8 +396,15 @@ def create_app(
         RealApiCors,
         allow_origins=["*"],
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Content-Type", "X-Library-Version", "x-sc-correlation-id", "Authorization",
-                       "x-api-key", "x-gw-ims-org-id", "x-request-id"],  # fmt: skip
+        allow_headers=[
+            "Content-Type",
+            "X-Library-Version",
+            "x-sc-correlation-id",
+            "Authorization",
+            "x-api-key",
+            "x-gw-ims-org-id",
+            "x-request-id",
+        ],  # fmt: skip
         expose_headers=["X-Flowlab-Execution", "x-request-id", "x-adobe-edge", "x-rate-limit-remaining"],
     )
     return app
