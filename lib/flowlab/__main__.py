@@ -1,7 +1,8 @@
-"""The command line: ``python -m flowlab sandbox|call|batch`` (design.md, "The CLI contract").
+"""The command line: ``python -m flowlab sandbox|call|batch|edge`` (design.md, "The CLI contract").
 
-Without ``--base-url`` (or ``FLOWLAB_BASE_URL`` / ``FLOWLAB_REGION``), ``call`` and ``batch`` start a sandbox
-in-process and use its demo client key, so every command works offline. Bad input gets one line on stderr
+Without ``--base-url`` (or ``FLOWLAB_BASE_URL`` / ``FLOWLAB_REGION``; ``FLOWLAB_EDGE_BASE_URL`` for ``edge``),
+``call``, ``batch`` and ``edge`` start a sandbox in-process and use its demo client key (for ``edge``: its
+demo datastream and IMS credentials), so every command works offline. Bad input gets one line on stderr
 that says what to fix and a non-zero exit (2 for usage, 1 for API failures); never a traceback.
 """
 
@@ -18,6 +19,8 @@ from typing import Any
 from flowlab import __version__
 from flowlab.client import FlowClient, SandboxAdmin, status_error
 from flowlab.config import REGIONS, Settings, load_settings, resolve_base_url
+from flowlab.edge import EdgeClient, EdgeCredentials, InteractRequest
+from flowlab.edge.response import edge_status_error
 from flowlab.errors import ConfigError, FlowLabError, RequestValidationError, RunStoreError, SampleError
 from flowlab.models import CHANNELS, CallFlowRequest
 
@@ -31,13 +34,18 @@ class UsageError(FlowLabError):
     """A command-line mistake (exit 2)."""
 
 
-def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs into params. Dotted keys nest (``utm.campaign=x``); JSON values are parsed."""
+def parse_params(
+    pairs: Sequence[str], *, flag: str = "--param", example: str = "utm.campaign=spring_trail"
+) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs into params. Dotted keys nest (``utm.campaign=x``); JSON values are parsed.
+
+    ``flag`` and ``example`` only shape the error messages, so ``edge --data`` shares this parser.
+    """
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--param '{pair}' must look like KEY=VALUE, e.g. utm.campaign=spring_trail")
+            raise UsageError(f"{flag} '{pair}' must look like KEY=VALUE, e.g. {example}")
         try:
             value: Any = json.loads(raw)
             if not isinstance(value, dict | list | int | float | bool) or value is None:
@@ -49,7 +57,7 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise UsageError(f"--param '{pair}' conflicts with an earlier --param {part}=…")
+                raise UsageError(f"{flag} '{pair}' conflicts with an earlier {flag} {part}=…")
             node = child
         node[parts[-1]] = value
     return params
@@ -203,6 +211,104 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if summary.failed == 0 else EXIT_API
 
 
+DEMO_IDENTITY = "Email:lena.vogel@example.de"
+
+
+def _interact_request(args: argparse.Namespace) -> InteractRequest:
+    """The event from the flags, validated before any sandbox starts or any token is fetched."""
+    if not args.identity:
+        raise UsageError(f"say who the visitor is: --identity NAMESPACE:ID, e.g. {DEMO_IDENTITY}")
+    namespace, sep, ident = args.identity.partition(":")
+    if not sep or not namespace.strip() or not ident.strip():
+        raise UsageError(
+            f"--identity '{args.identity}' must look like NAMESPACE:ID (ECID, Email, CRMID, Phone or your "
+            f"custom namespace code), e.g. {DEMO_IDENTITY}"
+        )
+    return InteractRequest.build(
+        identity=(namespace.strip(), ident.strip()),
+        event_type=args.event_type,
+        page_url=args.page_url,
+        data=parse_params(args.data or [], flag="--data", example="cart.value=129.9"),
+    )
+
+
+@contextmanager
+def _edge_client(args: argparse.Namespace, settings: Settings) -> Iterator[EdgeClient]:
+    """The Edge to call: the given one (credentials from ``FLOWLAB_EDGE_*``), a running sandbox given by
+    URL (its demo credentials when none are configured), or a sandbox started just for this command."""
+    base_url = args.base_url or settings.edge_base_url
+    timeout = settings.timeout
+    if base_url is None:
+        from flowlab.sandbox import SandboxServer
+
+        with (
+            SandboxServer(
+                latency_ms=settings.sandbox_latency_ms, faults=settings.sandbox_faults or None
+            ) as sb,
+            EdgeClient.for_sandbox(
+                sb.url, authenticated=not args.no_auth, datastream=args.datastream_id or 0, timeout=timeout
+            ) as client,
+        ):
+            yield client
+        return
+    credentials = None if args.no_auth else EdgeCredentials.from_settings(settings)
+    datastream = args.datastream_id or settings.edge_datastream_id
+    if credentials is None:  # a sandbox given by URL brings its own datastream and demo credentials
+        url = resolve_base_url(base_url=base_url) or base_url
+        with SandboxAdmin(base_url=url, timeout=5) as admin:
+            on_sandbox = admin.is_sandbox()
+        if on_sandbox:
+            with EdgeClient.for_sandbox(
+                url, authenticated=not args.no_auth, datastream=datastream or 0, timeout=timeout
+            ) as client:
+                yield client
+            return
+        if not args.no_auth:
+            sys.stderr.write(
+                "note: no FLOWLAB_EDGE_CLIENT_ID / FLOWLAB_EDGE_CLIENT_SECRET: sending the unauthenticated "
+                "call (audiences only, no attributes)\n"
+            )
+    if not datastream and "/interact" not in base_url:  # a pasted interact URL carries its own
+        raise UsageError("--datastream-id is required with --base-url (or set FLOWLAB_EDGE_DATASTREAM_ID)")
+    with EdgeClient(
+        base_url=base_url,
+        datastream_id=datastream,
+        credentials=credentials,
+        region=settings.edge_region,
+        timeout=timeout,
+        retries=settings.retries,
+    ) as client:
+        yield client
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
+    request = _interact_request(args)
+    with _edge_client(args, settings) as client:
+        response = client.interact(request, raise_for_status=False)
+    if args.verbose:
+        auth = "authenticated" if client.authenticated else "unauthenticated"
+        sys.stderr.write(
+            f"{response.status_code} in {response.latency_ms:.0f} ms from {response.url} ({auth})\n"
+        )
+        for key, value in response.headers.items():
+            sys.stderr.write(f"{key}: {value}\n")
+        # what was sent, so --data and --page-url can be checked; the body never holds the token
+        sys.stderr.write("sent: " + request.body_bytes(client.version).decode() + "\n")
+    body = response.json_body
+    text = json.dumps(body, indent=2, ensure_ascii=False) if body is not None else response.text
+    sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+    if not response.ok:
+        sys.stderr.write(f"error: {_one_line(str(edge_status_error(response)))}\n")
+        return EXIT_API
+    for problem in response.errors:
+        sys.stderr.write(f"warning: the Edge reported {_one_line(str(problem))}\n")
+    return 0
+
+
 def _confirm_live_batch(base_url: str, guests: int, threshold: int, *, assume_yes: bool) -> None:
     """On a live tenant every call is a tracking event in someone's analytics: big batches need a yes."""
     if assume_yes or guests <= threshold:
@@ -244,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m flowlab", description="Flow Lab: call personalization flows."
     )
     parser.add_argument("--version", action="version", version=f"flowlab {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sandbox,call,batch}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sandbox,call,batch,edge}")
 
     sb = sub.add_parser("sandbox", help="serve the sandbox tenant on loopback")
     sb.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -302,6 +408,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="confirm a large batch on a live tenant without asking"
     )
     batch.set_defaults(func=cmd_batch)
+
+    edge = sub.add_parser("edge", help="send one AEP Edge interact event and print the envelope")
+    edge.add_argument(
+        "--base-url",
+        help="Edge host, e.g. https://server.adobedc.net, or a sandbox's URL (default: FLOWLAB_EDGE_BASE_URL, "
+        "else a sandbox started for this command)",
+    )
+    edge.add_argument(
+        "--datastream-id", help="datastream (default: FLOWLAB_EDGE_DATASTREAM_ID, on a sandbox its first)"
+    )
+    edge.add_argument(
+        "--identity", metavar="NAMESPACE:ID", help=f"the primary identity, e.g. {DEMO_IDENTITY}"
+    )
+    edge.add_argument(
+        "--event-type", help="XDM eventType, e.g. commerce.checkouts or web.webpagedetails.pageViews"
+    )
+    edge.add_argument("--page-url", help="web.webPageDetails.URL, e.g. https://lumen.example/checkout")
+    edge.add_argument(
+        "--data", action="append", metavar="KEY=VALUE", help="free event data; dotted keys nest (repeatable)"
+    )
+    edge.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="the unauthenticated edge call (no IMS token): audiences only, no attributes",
+    )
+    edge.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print status, latency, headers and the body sent to stderr",
+    )
+    edge.set_defaults(func=cmd_edge)
     return parser
 
 
