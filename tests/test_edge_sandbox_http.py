@@ -270,3 +270,35 @@ def test_admin_routes_profiles_audiences_clock_and_reset(edge: Any) -> None:
     assert http.get("/sandbox/edge/clock").json()["now"] == start
     assert {d["withAttributes"] for d in info["destinations"]} == {True, False}
     assert len(next(d for d in info["destinations"] if d["withAttributes"])["attributes"]) >= 4
+
+
+def test_a_request_id_that_cannot_be_a_header_is_cleaned_not_a_dropped_connection(edge: Any) -> None:
+    """Schemathesis found it: the id is echoed in x-request-id, and a control character there broke the answer."""
+    http, info = edge
+    given = "abc\x7f\x0bdéf\U000b5aeb"
+    answer = http.post(
+        "/ee/v2/interact",
+        params={"datastreamId": _on(info), "requestId": given},
+        json=_event(_profile(http)),
+    )
+    assert answer.status_code == 200, answer.text
+    assert re.fullmatch(r"abcdf-[0-9a-f]{16}", answer.headers["x-request-id"])
+    assert answer.json()["requestId"] == answer.headers["x-request-id"]
+
+
+def test_an_unreadable_location_hint_is_a_documented_404(edge: Any) -> None:
+    http, info = edge
+    answer = http.post("/ee/null,null/v2/interact", params={"datastreamId": _on(info)}, json={})
+    assert answer.status_code == 404
+    assert answer.json()["message"] == "no such location hint"
+    spec = http.get("/sandbox/openapi.json").json()
+    assert "404" in spec["paths"]["/ee/{locationHint}/v2/interact"]["post"]["responses"]
+
+
+def test_the_profiles_identity_filter_declares_its_form(edge: Any) -> None:
+    http, _ = edge
+    spec = http.get("/sandbox/openapi.json").json()
+    params = spec["paths"]["/sandbox/edge/profiles"]["get"]["parameters"]
+    identity = next(p for p in params if p["name"] == "identity")
+    assert identity["schema"]["pattern"]
+    assert http.get("/sandbox/edge/profiles", params={"identity": "CRMID:"}).status_code == 400

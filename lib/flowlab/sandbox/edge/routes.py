@@ -67,6 +67,7 @@ MAX_EDGE_BODY_BYTES: Final = 64 * 1024
 LOCATION_HINTS: Final = ("or2", "va6", "irl1", "ind1", "jpn3", "sgp3", "aus3")
 _DEFAULT_HINT: Final = "or2"
 _INTERACT = re.compile(r"^/ee(?:/(?P<hint>[A-Za-z0-9]{1,16}))?/(?P<version>v1|v2)/interact$")
+_NOT_HEADER_SAFE: Final = re.compile(r"[^\x21-\x7e]")
 _READABLE_TYPES: Final = frozenset({"application/json", "text/plain", "text/javascript"})
 _ERRORS_BASE: Final = "https://ns.adobe.com/aep/errors/"
 #: the profile-lookup upstream's name is not documented (reference §11.8): an emulator's own name [INF]
@@ -200,7 +201,10 @@ class EdgeService:
     async def interact(self, call: _Call) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """One interact call to ``(status, headers, body)``; never raises for bad input."""
         given = call.query.get("requestId") or call.headers.get(b"x-request-id", b"").decode("latin-1")
-        call.request_id = f"{given.strip()[:128] or uuid.uuid4()}-{secrets.token_hex(8)}"
+        # Echoed in the x-request-id header: only visible ASCII survives (a control character or a non-Latin
+        # letter there is an invalid header, and the connection would drop instead of answering).
+        given = _NOT_HEADER_SAFE.sub("", given)[:128]
+        call.request_id = f"{given or uuid.uuid4()}-{secrets.token_hex(8)}"
         call.config_id = (call.query.get("datastreamId") or call.query.get("dataStreamId")
                           or call.query.get("configId"))  # fmt: skip
         try:
@@ -628,8 +632,11 @@ def register(
     body = json_body({"type": "object", "description": "{event: {xdm: {identityMap, eventType, ...}, data?}, "
                       "query?, meta?} (reference §2.3); v1 takes {events: [...]}"}, example=example)  # fmt: skip
 
-    def stub() -> None:  # pragma: no cover - EdgeGateway answers these POSTs before routing
-        raise NotFound("served by the Edge gateway")
+    def stub() -> None:  # EdgeGateway answers every POST whose location hint it can read, before routing
+        raise NotFound(
+            "no such location hint",
+            f"a location hint is 1-16 letters or digits, e.g. {', '.join(LOCATION_HINTS)}; or leave it out",
+        )
 
     for version, param in (("v2", "datastreamId"), ("v1", "configId")):
         ids = [d.id for d in _datastreams(edge.tenant) if d.enabled]
@@ -638,10 +645,12 @@ def register(
                   {"name": "requestId", "in": "query", "required": False, "schema": {"type": "string"}}]  # fmt: skip
         for path in (f"/ee/{version}/interact", f"/ee/{{locationHint}}/{version}/interact"):
             extra = {**body, "parameters": list(params)}
+            responses = _interact_responses()
             if "{" in path:
                 extra["parameters"].append({"name": "locationHint", "in": "path", "required": True,
                                             "schema": {"type": "string", "enum": list(LOCATION_HINTS)}})  # fmt: skip
-            app.add_api_route(path, stub, methods=["POST"], tags=tag, responses=_interact_responses(),
+                responses.update(errors(404))
+            app.add_api_route(path, stub, methods=["POST"], tags=tag, responses=responses,
                               summary=f"Interact ({version}): an event in, the profile's audiences out",
                               openapi_extra=extra)  # fmt: skip
 
@@ -670,7 +679,9 @@ def register(
     async def edge_profiles(
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
-        identity: Annotated[str, Query(description="NAMESPACE:ID, e.g. CRMID:LUMEN-000001")] = "",
+        identity: Annotated[
+            str, Query(description="NAMESPACE:ID, e.g. CRMID:LUMEN-000001", pattern=r"^(?:[^:]+:.+)?$")
+        ] = "",
     ) -> dict[str, Any]:
         wanted: tuple[str, str] | None = None
         if identity:
