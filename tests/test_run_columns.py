@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from flowlab.batch import BatchOptions, run_batch_to_file
+from flowlab.batch import BatchOptions, run_batch_to_file, start_batch
 from flowlab.runs import GuestResult, RunMeta, RunStore
 from flowlab.samples import generate_guests
 from flowlab.sandbox import SandboxServer
@@ -84,13 +84,25 @@ def test_a_batch_run_leaves_a_copy_the_page_reads(fresh_sandbox: SandboxServer, 
     options = BatchOptions(
         base_url=fresh_sandbox.url, client_key=fresh_sandbox.client_key, friendly_id="checkout_ab_test"
     )
+    handle = start_batch(generate_guests(200, seed=3), options, tmp_path / "run.sqlite")
+    handle.wait()
+    with RunStore.open(tmp_path / "run.sqlite") as store:
+        assert store.columns_path.is_file()
+        frame = reads_equal(store, exclude=PAGE_EXCLUDES, shared_offers=True)
+    assert len(frame) == 200 and set(frame["variant"]) == {"A", "B"}
+
+
+def test_a_cli_run_keeps_no_copy(fresh_sandbox: SandboxServer, tmp_path: Path) -> None:
+    """The copy serves the app's Analysis page; writing it holds the run in memory, which the CLI avoids."""
+    options = BatchOptions(
+        base_url=fresh_sandbox.url, client_key=fresh_sandbox.client_key, friendly_id="checkout_ab_test"
+    )
     summary = run_batch_to_file(
         generate_guests(200, seed=3), options, tmp_path / "run.sqlite", progress=False
     )
     with RunStore.open(summary.store_path) as store:
-        assert store.columns_path.is_file()
-        frame = reads_equal(store, exclude=PAGE_EXCLUDES, shared_offers=True)
-    assert len(frame) == 200 and set(frame["variant"]) == {"A", "B"}
+        assert store.meta.status == "done"
+        assert not store.columns_path.exists()
 
 
 def test_replacing_a_finished_run_removes_its_copy(tmp_path: Path) -> None:

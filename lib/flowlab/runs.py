@@ -440,12 +440,15 @@ class RunStore:
         self.columns_path.unlink(missing_ok=True)  # rows will change: the columnar copy would be stale
         self._put_meta(values)
 
-    def set_status(self, status: str) -> None:
-        """``running``, ``cancelled`` or ``done`` (the latter two record the finish time)."""
+    def set_status(self, status: str, *, columnar_copy: bool = True) -> None:
+        """``running``, ``cancelled`` or ``done`` (the latter two record the finish time).
+
+        ``done`` also writes the columnar copy (:meth:`write_columns`) unless ``columnar_copy`` is false.
+        """
         if status not in _STATUSES:
             raise ValueError(f"status must be one of {', '.join(_STATUSES)}, not {status!r}")
         self._put_meta({"status": status, "finished": "" if status == "running" else _now_iso()})
-        if status == "done":
+        if status == "done" and columnar_copy:
             self.write_columns()
 
     # ---- rows -----------------------------------------------------------------------------------------
