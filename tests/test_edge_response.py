@@ -22,7 +22,8 @@ from flowlab.errors import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "edge"
-REFERENCE = Path("/work/shared/reference/adobe-edge-personalization.md")
+# the steering repo's shared/ sits beside the checkout (here and in CI); elsewhere these checks skip
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "adobe-edge-personalization.md"
 JSON = {"content-type": "application/json;charset=utf-8"}
 PROBLEM = {"content-type": "application/problem+json"}
 
