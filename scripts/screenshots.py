@@ -4,7 +4,8 @@ Starts the app the way a user does (``streamlit run app.py``, built-in sandbox, 
 drives Debian's Chromium with Playwright (never a downloaded browser), and writes one full-page PNG per page:
 Preview after calling a demo persona, Compare after comparing two personas, History, Sandbox (plus its
 Offers tab), Batch run while and after running 5,000 generated guests through the demo A/B test, and
-Analysis of that run. Exits non-zero if any step fails.
+Analysis of that run (and its Latency tab), and the Sandbox page's Replay tab. Exits non-zero if any step
+fails.
 """
 
 from __future__ import annotations
@@ -102,6 +103,14 @@ def main() -> None:
                 shoot(page, out, "sandbox-offers", max_height=1700)
 
                 batch_and_analysis(page, out)
+                page.get_by_role("tab", name="Latency").click()
+                settle(page)
+                shoot(page, out, "analysis-latency")
+
+                nav(page, "Sandbox")  # the run just made, replayed offline
+                page.get_by_role("tab", name="Replay").click()
+                settle(page)
+                shoot(page, out, "sandbox-replay", max_height=1700)
                 browser.close()
         finally:
             process.kill()
