@@ -47,6 +47,7 @@ __all__ = [
     "FlowClient",
     "RetryPolicy",
     "SandboxAdmin",
+    "async_http",
     "parse_retry_after",
     "status_error",
 ]
@@ -147,6 +148,19 @@ def status_error(response: FlowResponse) -> APIStatusError:
     )
     error.args = (error.message,)
     return error
+
+
+def async_http(
+    timeout: float, max_connections: int, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The async clients' pool: httpx's API on the aiohttp transport (design.md: plain ``httpx.AsyncClient``
+    measured ~15% of the ideal rate at 50 concurrent requests, on aiohttp ~88%), one keep-alive pool."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    if transport is None:
+        from httpx_aiohttp import AiohttpTransport
+
+        transport = AiohttpTransport(limits=limits)
+    return httpx.AsyncClient(timeout=_timeout(timeout), transport=transport, limits=limits)
 
 
 def _connection_error(exc: httpx.TransportError, url: str, request: CallFlowRequest | None) -> APIError:
@@ -287,14 +301,7 @@ class AsyncFlowClient(_Base):
     ) -> None:
         super().__init__(base_url=base_url, region=region, timeout=timeout, retries=retries, headers=headers)
         self._owns_http = http_client is None
-        if http_client is None:
-            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-            if transport is None:
-                from httpx_aiohttp import AiohttpTransport
-
-                transport = AiohttpTransport(limits=limits)
-            http_client = httpx.AsyncClient(timeout=_timeout(timeout), transport=transport, limits=limits)
-        self._http = http_client
+        self._http = http_client or async_http(timeout, max_connections, transport)
 
     async def __aenter__(self) -> Self:
         return self

@@ -38,6 +38,7 @@ from flowlab.client import (
     _headers,
     _response,
     _timeout,
+    async_http,
 )
 from flowlab.config import Settings, load_settings, resolve_base_url
 from flowlab.edge.auth import TOKEN_PATH, AccessToken, EdgeCredentials, TokenCache, read_token_answer
@@ -471,14 +472,7 @@ class AsyncEdgeClient(_EdgeBase):
             headers=headers,
         )
         self._owns_http = http_client is None
-        if http_client is None:
-            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-            if transport is None:
-                from httpx_aiohttp import AiohttpTransport
-
-                transport = AiohttpTransport(limits=limits)
-            http_client = httpx.AsyncClient(timeout=_timeout(timeout), transport=transport, limits=limits)
-        self._http = http_client
+        self._http = http_client or async_http(timeout, max_connections, transport)
         self._token_lock: asyncio.Lock | None = None
 
     @classmethod
