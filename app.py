@@ -10,7 +10,7 @@ import streamlit as st
 
 from ui.target import target_sidebar
 
-# The Analysis page's modules (scipy.stats, altair, pyarrow.parquet: ~1 s to import, more on a busy
+# The Analysis page's modules (altair, scipy.special, pyarrow.parquet: ~1 s to import, more on a busy
 # machine) are imported in the background on the app's first run, so a first visit to the page pays for
 # the run it shows, not for imports (#8, bench/analysis_page.py). Python's import lock makes a page that
 # needs them meanwhile wait for the same import, never import twice.
