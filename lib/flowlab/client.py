@@ -45,6 +45,8 @@ __all__ = [
     "AsyncFlowClient",
     "BatchTransport",
     "FlowClient",
+    "OwnsAsyncHttp",
+    "OwnsHttp",
     "RetryPolicy",
     "SandboxAdmin",
     "async_http",
@@ -205,7 +207,53 @@ class _Base:
         return attempt <= self.retry.max_retries and self.retry.retryable_status(response.status_code)
 
 
-class FlowClient(_Base):
+class OwnsHttp:
+    """A sync client's pool: its own (closed with the client) or one the caller passed in (left open)."""
+
+    _http: httpx.Client
+    _owns_http: bool
+
+    def _use_http(self, http_client: httpx.Client | None, timeout: float, transport: Any) -> None:
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(timeout=_timeout(timeout), transport=transport)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+
+class OwnsAsyncHttp:
+    """The async twin of :class:`OwnsHttp`; its own pool is :func:`async_http`."""
+
+    _http: httpx.AsyncClient
+    _owns_http: bool
+
+    def _use_http(
+        self, http_client: httpx.AsyncClient | None, timeout: float, max_connections: int, transport: Any
+    ) -> None:
+        self._owns_http = http_client is None
+        self._http = http_client or async_http(timeout, max_connections, transport)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+
+class FlowClient(OwnsHttp, _Base):
     """Call flows on a tenant or the sandbox, synchronously.
 
     >>> with FlowClient(base_url=url) as client:                                # doctest: +SKIP
@@ -224,18 +272,7 @@ class FlowClient(_Base):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(base_url=base_url, region=region, timeout=timeout, retries=retries, headers=headers)
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(timeout=_timeout(timeout), transport=transport)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
+        self._use_http(http_client, timeout, transport)
 
     def call(
         self, request: CallFlowRequest | None = None, *, raise_for_status: bool = True, **fields: Any
@@ -284,7 +321,7 @@ class FlowClient(_Base):
             time.sleep(self.retry.delay(attempt, raw.headers.get("retry-after")))
 
 
-class AsyncFlowClient(_Base):
+class AsyncFlowClient(OwnsAsyncHttp, _Base):
     """The async twin of ``FlowClient``, on the aiohttp transport, with a pool sized to ``max_connections``."""
 
     def __init__(
@@ -300,20 +337,7 @@ class AsyncFlowClient(_Base):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(base_url=base_url, region=region, timeout=timeout, retries=retries, headers=headers)
-        self._owns_http = http_client is None
-        self._http = http_client or async_http(timeout, max_connections, transport)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        self._use_http(http_client, timeout, max_connections, transport)
 
     async def call(
         self, request: CallFlowRequest | None = None, *, raise_for_status: bool = True, **fields: Any

@@ -23,8 +23,7 @@ import dataclasses
 import re
 import time
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
@@ -32,13 +31,13 @@ from pydantic import SecretStr
 
 from flowlab.client import (
     DEFAULT_TIMEOUT,
+    OwnsAsyncHttp,
+    OwnsHttp,
     RetryPolicy,
     SandboxAdmin,
     _connection_error,
     _headers,
     _response,
-    _timeout,
-    async_http,
 )
 from flowlab.config import Settings, load_settings, resolve_base_url
 from flowlab.edge.auth import TOKEN_PATH, AccessToken, EdgeCredentials, TokenCache, read_token_answer
@@ -327,7 +326,7 @@ def _sandbox_kwargs(
     return {"base_url": base_url, "datastream_id": datastream, "credentials": credentials} | overrides
 
 
-class EdgeClient(_EdgeBase):
+class EdgeClient(OwnsHttp, _EdgeBase):
     """Interact calls to the Edge Network or the sandbox, synchronously.
 
     >>> with EdgeClient(base_url=url, datastream_id=ds, credentials=creds) as edge:     # doctest: +SKIP
@@ -361,8 +360,7 @@ class EdgeClient(_EdgeBase):
             retries=retries,
             headers=headers,
         )
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(timeout=_timeout(timeout), transport=transport)
+        self._use_http(http_client, timeout, transport)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> EdgeClient:
@@ -376,16 +374,6 @@ class EdgeClient(_EdgeBase):
         """A client for the sandbox at ``base_url``: its first (or given) datastream and, when
         ``authenticated``, its demo credentials (without them: the unauthenticated edge call)."""
         return cls(**_sandbox_kwargs(base_url, authenticated, datastream, overrides))
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
 
     def token(self) -> AccessToken:
         """The cached IMS token, fetched when missing or about to expire (one fetch across threads)."""
@@ -441,7 +429,7 @@ class EdgeClient(_EdgeBase):
             return self._finish(raw, started, req, attempt, raise_for_status)
 
 
-class AsyncEdgeClient(_EdgeBase):
+class AsyncEdgeClient(OwnsAsyncHttp, _EdgeBase):
     """The async twin of ``EdgeClient``, on the aiohttp transport, with a pool of ``max_connections``."""
 
     def __init__(
@@ -471,8 +459,7 @@ class AsyncEdgeClient(_EdgeBase):
             retries=retries,
             headers=headers,
         )
-        self._owns_http = http_client is None
-        self._http = http_client or async_http(timeout, max_connections, transport)
+        self._use_http(http_client, timeout, max_connections, transport)
         self._token_lock: asyncio.Lock | None = None
 
     @classmethod
@@ -484,18 +471,6 @@ class AsyncEdgeClient(_EdgeBase):
         cls, base_url: str, *, authenticated: bool = True, datastream: int | str = 0, **overrides: Any
     ) -> AsyncEdgeClient:
         return cls(**_sandbox_kwargs(base_url, authenticated, datastream, overrides))
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
 
     async def token(self) -> AccessToken:
         token = self.tokens.get()
