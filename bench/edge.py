@@ -37,14 +37,13 @@ gc.freeze()
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning")
 """
 
-LUA = """
+LUA = (
+    """
 counter = 0
 ids = {IDS}
-pace = tonumber(os.getenv("PACE_MS") or "0")
-if pace > 0 then
-  delay = function() return pace end
-end
-request = function()
+"""
+    + bench_sandbox.WRK_PACE
+    + """request = function()
   counter = counter + 1
   local ident = ids[(counter % #ids) + 1]
   local kind = (counter % 4 == 0) and "commerce.checkouts" or "web.webpagedetails.pageViews"
@@ -52,13 +51,9 @@ request = function()
     '":[{"id":"' .. ident[2] .. '","primary":true}]}}}}'
   return wrk.format("POST", "/ee/v2/interact?datastreamId=DATASTREAM", {["Content-Type"] = "application/json"}, body)
 end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT rps=%.1f p50=%.2f p99=%.2f errors=%d non2xx=%d\\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status))
-end
 """
+    + bench_sandbox.WRK_DONE
+)
 
 
 def main() -> int:

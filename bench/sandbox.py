@@ -56,26 +56,38 @@ gc.freeze()
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning")
 """
 
-LUA = """
-counter = 0
+# Lua shared by the wrk scripts (also bench/edge.py): optional pacing (PACE_MS per connection), and one
+# RESULT line that ``wrk()`` parses.
+WRK_PACE = """
 pace = tonumber(os.getenv("PACE_MS") or "0")
 if pace > 0 then
   delay = function() return pace end
 end
-request = function()
-  counter = counter + 1
-  local body = '{"clientKey":"CLIENT_KEY","channel":"WEB","language":"EN","currencyCode":"EUR",' ..
-    '"pointOfSale":"lumen/de","browserId":"wrk-' .. math.random(1, 1000000000) .. '-' .. counter .. '",' ..
-    '"friendlyId":"checkout_ab_test"}'
-  return wrk.format("POST", "/v2/callFlows", {["Content-Type"] = "application/json"}, body)
-end
+"""
+WRK_DONE = """
 done = function(summary, latency, requests)
   io.write(string.format("RESULT rps=%.1f p50=%.2f p99=%.2f errors=%d non2xx=%d\\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     summary.errors.status))
 end
-""".replace("CLIENT_KEY", DEMO_CLIENT_KEY)
+"""
+
+LUA = (
+    """
+counter = 0
+"""
+    + WRK_PACE
+    + """request = function()
+  counter = counter + 1
+  local body = '{"clientKey":"CLIENT_KEY","channel":"WEB","language":"EN","currencyCode":"EUR",' ..
+    '"pointOfSale":"lumen/de","browserId":"wrk-' .. math.random(1, 1000000000) .. '-' .. counter .. '",' ..
+    '"friendlyId":"checkout_ab_test"}'
+  return wrk.format("POST", "/v2/callFlows", {["Content-Type"] = "application/json"}, body)
+end
+"""
+    + WRK_DONE
+).replace("CLIENT_KEY", DEMO_CLIENT_KEY)
 
 
 def free_port() -> int:
