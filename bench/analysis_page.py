@@ -42,10 +42,10 @@ FIRST_GOAL_S = 1.0
 
 def build(data_dir: Path, n: int) -> Path:
     """A run of ``n`` guests in ``data_dir``'s run log, and an outcomes CSV for it; returns the CSV."""
-    from flowlab.batch import BatchOptions
-    from flowlab.runlog import RunLog
-    from flowlab.runs import GuestResult, RunStore
-    from flowlab.samples import generate_guests
+    from flowlab.batch.runlog import RunLog
+    from flowlab.batch.runner import BatchOptions
+    from flowlab.batch.runs import GuestResult, RunStore
+    from flowlab.batch.samples import generate_guests
 
     sample = generate_guests(n, seed=7)
     options = BatchOptions(
@@ -104,8 +104,8 @@ def reads(data_dir: Path) -> None:
     import pandas as pd
     import pyarrow as pa
 
-    from flowlab.runlog import RunLog
-    from flowlab.runs import RunStore
+    from flowlab.batch.runlog import RunLog
+    from flowlab.batch.runs import RunStore
     from ui.runs import _NOT_ANALYSED
 
     path = RunLog(data_dir / "runs").runs()[0].path

@@ -7,7 +7,7 @@ has a core of its own on a 2-core machine. For each scenario (concurrency / serv
 
 * ``httpx.AsyncClient`` (httpx's own transport) and httpx on the ``httpx-aiohttp`` transport, posting the
   same pre-serialised body for a fixed time;
-* ``client.BatchTransport`` alone (raw aiohttp, the runner's hot path) for the same time;
+* ``flowlab.http.BatchTransport`` alone (raw aiohttp, the runner's hot path) for the same time;
 * the batch runner end to end (``run_batch_to_file`` into SQLite: requests, retries logic, variant and
   offer detection, the run store) over a generated sample.
 
@@ -16,7 +16,7 @@ long an answer waits until it is durable and how many guests a kill -9 would rep
 (``--runner-only`` keeps only the runner's rows, this and the RSS run: a before/after check of a runner
 change). Then the peak RSS of a 100,000-guest runner run (in a subprocess: ``VmHWM``), and, if ``npm
 install newman`` works, Newman on the 50 ms server with a Postman collection from
-``flowlab.export.to_postman`` and a data file of the same guests.
+``flowlab.personalize.export.to_postman`` and a data file of the same guests.
 
 Issue goals: >= 0.90 of ideal at 50/50 ms and 200/100 ms; >= 3,000 req/s at 0 ms; RSS <= 300 MB at 100k
 guests; >= 50x Newman. Another busy process on the machine lowers every number: the load average is printed.
@@ -42,11 +42,11 @@ from typing import Any
 import httpx
 import orjson
 
-from flowlab.batch import BatchOptions, run_batch, run_batch_to_file
-from flowlab.client import BatchTransport
-from flowlab.export import to_postman
-from flowlab.runs import RunStore
-from flowlab.samples import GuestSample, generate_guests, read_guests
+from flowlab.batch.runner import BatchOptions, run_batch, run_batch_to_file
+from flowlab.batch.runs import RunStore
+from flowlab.batch.samples import GuestSample, generate_guests, read_guests
+from flowlab.http import BatchTransport
+from flowlab.personalize.export import to_postman
 
 HERE = Path(__file__).resolve().parent
 SERVER = HERE / "fixed_delay_server.py"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def build(path: Path, n: int, *, every: int) -> None:
-    from flowlab.runs import GuestResult, RunMeta, RunStore
+    from flowlab.batch.runs import GuestResult, RunMeta, RunStore
 
     body = '{"variant": "%s", "offers": [{"name": "Free shipping", "text": "' + "x" * 1400 + '"}]}'
     meta = RunMeta("checkout_ab_test", "http://127.0.0.1:9", "fp", n, extra_columns=("tier", "note", "delta"))
@@ -41,7 +41,7 @@ def plain_csv(store_path: Path, out: Path) -> None:
     """The export as it was before neutralising: the same chunks, straight to pyarrow's writer."""
     import pyarrow.csv as pa_csv
 
-    from flowlab.runs import RunStore, _offers_as_json
+    from flowlab.batch.runs import RunStore, _offers_as_json
 
     with RunStore.open(store_path) as store:
         writer = None
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from flowlab.runs import RunStore
+    from flowlab.batch.runs import RunStore
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flowlab.sandbox.javascript import ScriptError, ScriptRuntime
+from flowlab.sandbox.personalize.javascript import ScriptError, ScriptRuntime
 
 SOURCE = (
     "(function () { var p = request.params || {}; var utm = p.utm || {};"

@@ -17,13 +17,13 @@ import tempfile
 from pathlib import Path
 
 from flowlab import analysis
-from flowlab.batch import BatchOptions, run_batch_to_file
-from flowlab.client import SandboxAdmin
-from flowlab.outcomes import sandbox_outcomes, with_outcomes
-from flowlab.runlog import load_results
-from flowlab.samples import guests_from_sandbox
+from flowlab.admin import SandboxAdmin
+from flowlab.analysis.outcomes import sandbox_outcomes, with_outcomes
+from flowlab.analysis.sequential import simulate_aa
+from flowlab.batch.runlog import load_results
+from flowlab.batch.runner import BatchOptions, run_batch_to_file
+from flowlab.batch.samples import guests_from_sandbox
 from flowlab.sandbox import SandboxServer
-from flowlab.sequential import simulate_aa
 
 FLOW = "checkout_ab_test"
 

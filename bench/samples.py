@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from flowlab.batch.samples import MAX_COLUMNS, generate_guests, read_guests
 from flowlab.errors import SampleError
-from flowlab.samples import MAX_COLUMNS, generate_guests, read_guests
 
 
 def timed(label: str, make: Callable[[], str]) -> None:

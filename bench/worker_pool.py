@@ -28,10 +28,10 @@ from typing import Any
 
 import uvloop
 
-import flowlab.sandbox.engine as engine_module
+import flowlab.sandbox.personalize.engine as engine_module
 import flowlab.sandbox.workers as workers_module
-from flowlab.sandbox.engine import Engine
-from flowlab.sandbox.store import Tenant
+from flowlab.sandbox.personalize.engine import Engine
+from flowlab.sandbox.personalize.store import Tenant
 
 PARTS: defaultdict[str, float] = defaultdict(float)
 GC: dict[str, float] = {"runs": 0, "s": 0.0, "started": 0.0}

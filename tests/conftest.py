@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flowlab.client import FlowClient, SandboxAdmin
+from flowlab.admin import SandboxAdmin
+from flowlab.personalize.client import FlowClient
 from flowlab.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""flowlab.analysis on synthetic run tables whose truth we know (seeded numpy generators)."""
+"""flowlab.analysis.stats on synthetic run tables whose truth we know (seeded numpy generators)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from scipy import stats
 
 from flowlab import analysis
-from flowlab.analysis import (
+from flowlab.analysis.stats import (
     RunComparison,
     SplitHealth,
     breakdown,
@@ -630,11 +630,11 @@ def test_public_api() -> None:
     functions = {
         name
         for name, value in vars(analysis).items()
-        if not name.startswith("_") and getattr(value, "__module__", "") == "flowlab.analysis"
+        if not name.startswith("_") and getattr(value, "__module__", "") == "flowlab.analysis.stats"
     }
     constants = {"ALL", "MIN_PER_VARIANT", "MISSING", "OTHER", "UNKNOWN_ERROR"}
     # Issue #10: planning, sequential intervals and the timeout budget live in their own modules.
-    own_modules = {"flowlab.planning", "flowlab.sequential", "flowlab.budget"}
+    own_modules = {"flowlab.analysis.planning", "flowlab.analysis.sequential", "flowlab.analysis.budget"}
     reexported = {
         n for n in analysis.__all__ if getattr(getattr(analysis, n), "__module__", "") in own_modules
     }

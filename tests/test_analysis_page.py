@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from flowlab.batch import BatchOptions
-from flowlab.planning import sample_size
-from flowlab.runlog import RunLog, load_results
-from flowlab.samples import generate_guests
+from flowlab.analysis.planning import sample_size
+from flowlab.batch.runlog import RunLog, load_results
+from flowlab.batch.runner import BatchOptions
+from flowlab.batch.samples import generate_guests
 from flowlab.sandbox import SandboxServer
-from flowlab.targets import CONFIGURED_NAME
+from flowlab.workbench.targets import CONFIGURED_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 

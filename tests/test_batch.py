@@ -15,11 +15,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from flowlab.batch import BatchOptions, run_batch, run_batch_to_file, start_batch, store_path_for
-from flowlab.client import SandboxAdmin
+from flowlab.admin import SandboxAdmin
+from flowlab.batch.runner import BatchOptions, run_batch, run_batch_to_file, start_batch, store_path_for
+from flowlab.batch.runs import RunStore
+from flowlab.batch.samples import GuestRow, GuestSample, generate_guests, read_guests
 from flowlab.errors import ConfigError, RequestValidationError, RunStoreError
-from flowlab.runs import RunStore
-from flowlab.samples import GuestRow, GuestSample, generate_guests, read_guests
 from flowlab.sandbox import SandboxServer
 
 FLOW = "checkout_ab_test"

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from flowlab.client import SandboxAdmin
-from flowlab.runlog import RunLog, load_results
+from flowlab.admin import SandboxAdmin
+from flowlab.batch.runlog import RunLog, load_results
 from flowlab.sandbox import SandboxServer
-from flowlab.targets import CONFIGURED_NAME
+from flowlab.workbench.targets import CONFIGURED_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from flowlab.client import SandboxAdmin
-from flowlab.runlog import RunLog
-from flowlab.runs import RunStore
+from flowlab.admin import SandboxAdmin
+from flowlab.batch.runlog import RunLog
+from flowlab.batch.runs import RunStore
 from flowlab.sandbox import SandboxServer
-from flowlab.targets import CONFIGURED_NAME
+from flowlab.workbench.targets import CONFIGURED_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 GUESTS = 2_000
@@ -28,9 +28,9 @@ pytestmark = pytest.mark.slow
 # Starts a run the way the app does (RunLog), then blocks until it is killed.
 _CRASHING_RUN = """
 import sys
-from flowlab.batch import BatchOptions
-from flowlab.runlog import RunLog
-from flowlab.samples import generate_guests
+from flowlab.batch.runner import BatchOptions
+from flowlab.batch.runlog import RunLog
+from flowlab.batch.samples import generate_guests
 
 url, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 options = BatchOptions(base_url=url, client_key=key, friendly_id="checkout_ab_test", concurrency=10)

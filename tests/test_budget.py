@@ -1,4 +1,4 @@
-"""flowlab.budget: the share of each variant's guests past the timeout budget, on real sandbox latency."""
+"""flowlab.analysis.budget: the share of each variant's guests past the timeout budget, on real sandbox latency."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 
 from flowlab import analysis
-from flowlab.batch import BatchOptions, run_batch_to_file
-from flowlab.budget import JSS_TIMEOUT_MS, budget_sentence, timeout_budget
-from flowlab.runlog import load_results
-from flowlab.samples import generate_guests
+from flowlab.analysis.budget import JSS_TIMEOUT_MS, budget_sentence, timeout_budget
+from flowlab.batch.runlog import load_results
+from flowlab.batch.runner import BatchOptions, run_batch_to_file
+from flowlab.batch.samples import generate_guests
 from flowlab.sandbox import SandboxServer
 
 FLOW = "checkout_ab_test"

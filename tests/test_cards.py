@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowlab.offers import Offer
+from flowlab.personalize.offers import Offer
 from ui.cards import format_price, offer_card_html, offer_cards_html, safe_image_src
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from flowlab import FlowClient, SandboxAdmin
-from flowlab.catalog import (
+from flowlab.sandbox import SandboxServer
+from flowlab.workbench.catalog import (
     FlowSummary,
     decision_table_rows,
     flow_options,
@@ -11,7 +12,6 @@ from flowlab.catalog import (
     tracking_rows,
     wildcard_options,
 )
-from flowlab.sandbox import SandboxServer
 
 
 def test_flow_summaries(admin: SandboxAdmin) -> None:

@@ -1,4 +1,4 @@
-"""flowlab.charts: each builder turns an aggregated analysis table into a valid, small Vega-Lite spec."""
+"""flowlab.analysis.charts: each builder turns an aggregated analysis table into a valid, small Vega-Lite spec."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowlab import analysis, charts
-from flowlab.charts import (
+from flowlab import analysis
+from flowlab.analysis import charts
+from flowlab.analysis.charts import (
     MAX_CHART_ROWS,
     breakdown_chart,
     conversion_chart,

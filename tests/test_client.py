@@ -22,7 +22,7 @@ from flowlab import (
     RequestValidationError,
     ServerError,
 )
-from flowlab.client import RetryPolicy, parse_retry_after
+from flowlab.http import RetryPolicy, parse_retry_after
 from flowlab.sandbox import SandboxServer
 
 
@@ -83,8 +83,7 @@ def test_bad_request_from_the_server(sandbox: SandboxServer) -> None:
     with httpx.Client() as http:
         raw = http.post(f"{sandbox.url}/v2/callFlows", json=fields(sandbox, language=""))
     assert raw.status_code == 400
-    from flowlab.client import status_error
-    from flowlab.models import FlowResponse
+    from flowlab.http import FlowResponse, status_error
 
     error = status_error(FlowResponse(raw.status_code, dict(raw.headers), raw.text, 1.0, url=str(raw.url)))
     assert isinstance(error, BadRequestError) and "language" in error.api_message

@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flowlab.batch import BatchOptions
-from flowlab.runlog import RunLog
-from flowlab.runs import GuestResult, RunMeta, RunStore
-from flowlab.samples import GuestSample
+from flowlab.batch.runlog import RunLog
+from flowlab.batch.runner import BatchOptions
+from flowlab.batch.runs import GuestResult, RunMeta, RunStore
+from flowlab.batch.samples import GuestSample
 from flowlab.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parents[1]

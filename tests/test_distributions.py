@@ -1,4 +1,4 @@
-"""flowlab.distributions gives scipy.stats's values without importing scipy.stats (a second of start-up)."""
+"""flowlab.analysis.distributions gives scipy.stats's values without importing scipy.stats (a second of start-up)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from flowlab import distributions as d
+from flowlab.analysis import distributions as d
 
 X = np.array([-8.0, -3.2, -1.0, 0.0, 0.4, 1.96, 5.0, 9.0])
 Q = np.array([1e-12, 0.001, 0.025, 0.5, 0.8, 0.975, 0.999999])
@@ -37,7 +37,7 @@ def test_goodness_of_fit_matches_scipy_stats() -> None:
 
 def test_the_analysis_modules_do_not_import_scipy_stats() -> None:
     code = (
-        "import sys, flowlab.analysis, flowlab.planning, flowlab.sequential, flowlab.budget;"
+        "import sys, flowlab.analysis, flowlab.analysis.planning, flowlab.analysis.sequential, flowlab.analysis.budget;"
         "print(sorted(m for m in ('scipy.stats', 'scipy.optimize') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

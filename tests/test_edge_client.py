@@ -26,7 +26,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from flowlab.client import BatchTransport
 from flowlab.config import load_settings
 from flowlab.edge import AsyncEdgeClient, EdgeClient, EdgeCredentials, InteractRequest
 from flowlab.errors import (
@@ -38,6 +37,7 @@ from flowlab.errors import (
     RateLimitError,
     ServerError,
 )
+from flowlab.http import BatchTransport
 
 FIXTURES = Path(__file__).parent / "fixtures" / "edge"
 SECRET = "p8e-S3cr3t-value-Do-Not-Show"

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from flowlab import FlowClient, SandboxAdmin
-from flowlab.catalog import FlowSummary, entry_text
-from flowlab.explain import diff_bodies, differing, explain_trace, flatten_json
-from flowlab.personas import demo_personas
 from flowlab.sandbox import SandboxServer
+from flowlab.workbench.catalog import FlowSummary, entry_text
+from flowlab.workbench.explain import diff_bodies, differing, explain_trace, flatten_json
+from flowlab.workbench.personas import demo_personas
 
 
 @pytest.fixture

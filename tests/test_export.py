@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from flowlab import CallFlowRequest
-from flowlab.export import to_curl, to_postman, to_python
+from flowlab.personalize.export import to_curl, to_postman, to_python
 from flowlab.sandbox import SandboxServer
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flowlab import CallFlowRequest, RequestValidationError
-from flowlab.models import FlowResponse, currency_name, language_name
+from flowlab.http import FlowResponse
+from flowlab.personalize.models import currency_name, language_name
 
 BASE = {"clientKey": "key", "friendlyId": "home_page_banner", "browserId": "b-1"}
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flowlab.offers import find_offers
-from flowlab.variants import detect_variant, json_path_get
+from flowlab.personalize.offers import find_offers
+from flowlab.personalize.variants import detect_variant, json_path_get
 
 SITECORE_OFFER = {
     "ref": "509f6494", "name": "Website Home Page Hero - Fitness Fanatic",

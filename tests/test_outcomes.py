@@ -10,10 +10,8 @@ import pandas as pd
 import pytest
 
 from flowlab import analysis
-from flowlab.batch import BatchOptions, run_batch_to_file
-from flowlab.client import SandboxAdmin
-from flowlab.errors import SampleError
-from flowlab.outcomes import (
+from flowlab.admin import SandboxAdmin
+from flowlab.analysis.outcomes import (
     control_label,
     expected_shares,
     label_variants,
@@ -23,8 +21,10 @@ from flowlab.outcomes import (
     true_lifts,
     with_outcomes,
 )
-from flowlab.runlog import load_results
-from flowlab.samples import generate_guests, guests_from_sandbox
+from flowlab.batch.runlog import load_results
+from flowlab.batch.runner import BatchOptions, run_batch_to_file
+from flowlab.batch.samples import generate_guests, guests_from_sandbox
+from flowlab.errors import SampleError
 from flowlab.sandbox import SandboxServer
 
 FLOW = "checkout_ab_test"

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from flowlab.personas import PersonaStore
 from flowlab.sandbox import SandboxServer
-from flowlab.targets import Target, TargetStore
+from flowlab.workbench.personas import PersonaStore
+from flowlab.workbench.targets import Target, TargetStore
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flowlab.errors import RequestValidationError
-from flowlab.params import merge_params, params_to_rows, rows_to_params, utm_from_url, utm_params
+from flowlab.personalize.params import merge_params, params_to_rows, rows_to_params, utm_from_url, utm_params
 
 
 def test_rows_nest_dotted_keys_and_parse_json_values() -> None:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from flowlab.batch import BatchOptions
+from flowlab.batch.runlog import RunLog
+from flowlab.batch.runner import BatchOptions
+from flowlab.batch.runs import GuestResult, RunMeta, RunStore
+from flowlab.batch.samples import generate_guests
 from flowlab.config import load_settings
-from flowlab.personas import Persona, PersonaStore
-from flowlab.runlog import RunLog
-from flowlab.runs import GuestResult, RunMeta, RunStore
-from flowlab.samples import generate_guests
 from flowlab.sandbox import SandboxServer
-from flowlab.targets import Target, TargetStore
+from flowlab.workbench.personas import Persona, PersonaStore
+from flowlab.workbench.targets import Target, TargetStore
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")

@@ -9,9 +9,9 @@ import pytest
 
 from flowlab import FlowClient, SandboxAdmin
 from flowlab.errors import RequestValidationError
-from flowlab.models import CallFlowRequest, Identifier
-from flowlab.personas import Persona, PersonaError, PersonaStore, demo_personas
+from flowlab.personalize.models import CallFlowRequest, Identifier
 from flowlab.sandbox import PERSONAS, SandboxServer
+from flowlab.workbench.personas import Persona, PersonaError, PersonaStore, demo_personas
 
 
 def test_demo_personas_mirror_the_sandbox() -> None:

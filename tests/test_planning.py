@@ -1,4 +1,4 @@
-"""flowlab.planning: sample size, MDE and power against independent implementations and published values."""
+"""flowlab.analysis.planning: sample size, MDE and power against independent implementations and published values."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import power_proportions_2indep, proportion_effectsize
 
 from flowlab import analysis
-from flowlab.client import SandboxAdmin
-from flowlab.planning import (
+from flowlab.admin import SandboxAdmin
+from flowlab.analysis.planning import (
     PlanInputs,
     detection_power,
     minimum_detectable_effect,

@@ -1,4 +1,4 @@
-"""flowlab.charts for issue #10: the power curve with the run marked, latency against the timeout budget."""
+"""flowlab.analysis.charts for issue #10: the power curve with the run marked, latency against the timeout budget."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from flowlab import analysis
-from flowlab.charts import MAX_CHART_ROWS, budget_chart, power_chart, variant_scale
-from flowlab.planning import power_curve
+from flowlab.analysis.charts import MAX_CHART_ROWS, budget_chart, power_chart, variant_scale
+from flowlab.analysis.planning import power_curve
 
 
 def make_run(n: int = 12_000, seed: int = 5) -> pd.DataFrame:

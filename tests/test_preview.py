@@ -5,11 +5,11 @@ from __future__ import annotations
 import socket
 
 from flowlab import CallFlowRequest, FlowClient
-from flowlab.advice import Advice, advise
 from flowlab.errors import APIConnectionError, BadRequestError, RequestValidationError
-from flowlab.personas import demo_personas
-from flowlab.preview import run_preview
 from flowlab.sandbox import SandboxServer
+from flowlab.workbench.advice import Advice, advise
+from flowlab.workbench.personas import demo_personas
+from flowlab.workbench.preview import run_preview
 
 
 def lena(client_key: str, friendly_id: str = "hero_banner*") -> CallFlowRequest:
@@ -82,8 +82,7 @@ def test_a_400_names_the_field(sandbox: SandboxServer) -> None:
     body = {"clientKey": sandbox.client_key, "friendlyId": "checkout_ab_test", "email": "a@b.c",
             "identifiers": {"provider": "P", "id": "1"}}  # fmt: skip
     raw = httpx.post(f"{sandbox.url}/v2/callFlows", json=body)
-    from flowlab.client import status_error
-    from flowlab.models import FlowResponse
+    from flowlab.http import FlowResponse, status_error
 
     error = status_error(FlowResponse(raw.status_code, dict(raw.headers), raw.text, 1.0, url=str(raw.url)))
     assert isinstance(error, BadRequestError)

@@ -12,18 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from flowlab.advice import advise
-from flowlab.batch import BatchOptions, run_batch_to_file
-from flowlab.client import AsyncFlowClient, FlowClient, SandboxAdmin, status_error
+from flowlab.admin import SandboxAdmin
+from flowlab.batch.runner import BatchOptions, run_batch_to_file
+from flowlab.batch.runs import RunMeta, RunStore
+from flowlab.batch.samples import generate_guests
 from flowlab.config import load_settings, resolve_base_url
 from flowlab.errors import APIConnectionError, APITimeoutError, ConfigError, FlowLabError
-from flowlab.export import to_curl, to_postman, to_python
-from flowlab.models import CallFlowRequest, FlowResponse
-from flowlab.preview import Preview
-from flowlab.runs import RunMeta, RunStore
-from flowlab.samples import generate_guests
+from flowlab.http import FlowResponse, status_error
+from flowlab.personalize.client import AsyncFlowClient, FlowClient
+from flowlab.personalize.export import to_curl, to_postman, to_python
+from flowlab.personalize.models import CallFlowRequest
 from flowlab.sandbox import SandboxServer
-from flowlab.targets import Target, TargetError, TargetStore
+from flowlab.workbench.advice import advise
+from flowlab.workbench.preview import Preview
+from flowlab.workbench.targets import Target, TargetError, TargetStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_URL = "https://alice:hunter2pw@tenant.example.com/personalize?api_token=s3cr3t&region=eu"

@@ -18,9 +18,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from flowlab.__main__ import main
-from flowlab.batch import BatchOptions, run_batch_to_file
-from flowlab.runs import MAX_BODY_CHARS, GuestResult, RunMeta, RunStore
-from flowlab.samples import generate_guests
+from flowlab.batch.runner import BatchOptions, run_batch_to_file
+from flowlab.batch.runs import MAX_BODY_CHARS, GuestResult, RunMeta, RunStore
+from flowlab.batch.samples import generate_guests
 from flowlab.sandbox import SandboxServer
 
 FLOW = "checkout_ab_test"
@@ -264,8 +264,8 @@ def test_the_preview_page_shows_the_recorded_answer(
 
 
 def test_the_sandbox_page_replays_a_run_from_the_run_log(tmp_path: Path) -> None:
-    from flowlab.batch import BatchOptions
-    from flowlab.runlog import RunLog
+    from flowlab.batch.runlog import RunLog
+    from flowlab.batch.runner import BatchOptions
 
     with SandboxServer(seed=8) as live:
         options = BatchOptions(base_url=live.url, client_key=live.client_key, friendly_id=FLOW, concurrency=5)

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowlab.analysis import split_health
-from flowlab.report import (
+from flowlab.analysis.report import (
     dimensions,
     filter_run,
     parse_split,
@@ -15,6 +14,7 @@ from flowlab.report import (
     table_columns,
     verdict_kind,
 )
+from flowlab.analysis.stats import split_health
 
 
 def run(n: int = 400, *, skew: float = 0.5, seed: int = 1) -> pd.DataFrame:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from flowlab.batch.runs import GuestResult, RunMeta, RunStore
 from flowlab.errors import RunStoreError
-from flowlab.runs import GuestResult, RunMeta, RunStore
 
 _READ_AND_CLOSE = """
 import sys
-from flowlab.runs import RunStore
+from flowlab.batch.runs import RunStore
 with RunStore.open(sys.argv[1]) as store:
     print(store.progress().done)
 """

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from flowlab.batch import BatchOptions, run_batch_to_file, start_batch
-from flowlab.runs import GuestResult, RunMeta, RunStore
-from flowlab.samples import generate_guests
+from flowlab.batch.runner import BatchOptions, run_batch_to_file, start_batch
+from flowlab.batch.runs import GuestResult, RunMeta, RunStore
+from flowlab.batch.samples import generate_guests
 from flowlab.sandbox import SandboxServer
 
 PAGE_EXCLUDES = ("body", "identity", "variant_source", "offer_count", "execution_ref", "finished_at")

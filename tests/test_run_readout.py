@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from flowlab.runs import GuestResult, RunMeta, RunStore
+from flowlab.batch.runs import GuestResult, RunMeta, RunStore
 
 META = RunMeta("checkout_ab_test", "http://127.0.0.1:9", "fp", 40, extra_columns=("tier", "score", "variant"))
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flowlab.batch import BatchOptions
+from flowlab.batch.runlog import RunLog, load_results, read_sample, write_sample
+from flowlab.batch.runner import BatchOptions
+from flowlab.batch.runs import RunStore
+from flowlab.batch.samples import generate_guests, read_guests
 from flowlab.errors import RunStoreError
-from flowlab.runlog import RunLog, load_results, read_sample, write_sample
-from flowlab.runs import RunStore
-from flowlab.samples import generate_guests, read_guests
 from flowlab.sandbox import SandboxServer
 
 FLOW = "checkout_ab_test"

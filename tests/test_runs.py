@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from flowlab.batch.runs import MAX_BODY_CHARS, RESULT_COLUMNS, GuestResult, RunMeta, RunStore
 from flowlab.errors import RunStoreError
-from flowlab.runs import MAX_BODY_CHARS, RESULT_COLUMNS, GuestResult, RunMeta, RunStore
 
 META = RunMeta(
     friendly_id="checkout_ab_test",

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flowlab.client import SandboxAdmin
-from flowlab.errors import SampleError
-from flowlab.samples import (
+from flowlab.admin import SandboxAdmin
+from flowlab.batch.samples import (
     MAX_COLUMNS,
     MAX_FIELD_CHARS,
     GuestRow,
@@ -23,6 +22,7 @@ from flowlab.samples import (
     guests_from_sandbox,
     read_guests,
 )
+from flowlab.errors import SampleError
 from flowlab.sandbox import PERSONAS, SandboxServer
 
 KEY, FLOW = "test-key", "checkout_ab_test"

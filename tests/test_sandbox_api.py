@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from flowlab.sandbox import SandboxServer
-from flowlab.sandbox.engine import bucket_for
+from flowlab.sandbox.personalize.engine import bucket_for
 
 
 def post(sandbox: SandboxServer, body: Any, **kwargs: Any) -> httpx.Response:

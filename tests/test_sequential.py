@@ -1,4 +1,4 @@
-"""flowlab.sequential: always-valid intervals against the mSPRT formula, A/A peeking on the sandbox's guests."""
+"""flowlab.analysis.sequential: always-valid intervals against the mSPRT formula, A/A peeking on the sandbox's guests."""
 
 from __future__ import annotations
 
@@ -11,13 +11,9 @@ import pandas as pd
 import pytest
 
 from flowlab import analysis
-from flowlab.batch import BatchOptions, run_batch_to_file
-from flowlab.client import SandboxAdmin
-from flowlab.outcomes import sandbox_outcomes, with_outcomes
-from flowlab.runlog import load_results
-from flowlab.samples import generate_guests, guests_from_sandbox
-from flowlab.sandbox import SandboxServer
-from flowlab.sequential import (
+from flowlab.admin import SandboxAdmin
+from flowlab.analysis.outcomes import sandbox_outcomes, with_outcomes
+from flowlab.analysis.sequential import (
     DEFAULT_PLANNED_GUESTS,
     always_valid_interval,
     always_valid_p_value,
@@ -26,6 +22,10 @@ from flowlab.sequential import (
     sequential_conversion,
     simulate_aa,
 )
+from flowlab.batch.runlog import load_results
+from flowlab.batch.runner import BatchOptions, run_batch_to_file
+from flowlab.batch.samples import generate_guests, guests_from_sandbox
+from flowlab.sandbox import SandboxServer
 
 FLOW = "checkout_ab_test"
 

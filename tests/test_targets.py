@@ -13,7 +13,7 @@ from flowlab import FlowClient
 from flowlab.config import REGIONS
 from flowlab.errors import ConfigError
 from flowlab.sandbox import SandboxServer
-from flowlab.targets import (
+from flowlab.workbench.targets import (
     CONFIGURED_NAME,
     SANDBOX_NAME,
     SAVED_FIELDS,

@@ -1,7 +1,7 @@
 """The Analysis page's sections: pick a run and its outcomes, then split health, conversion and lift,
 breakdowns, offers, latency, errors, detection accuracy, the run table and a comparison with another run.
 
-Every table comes from ``ui.runs``' cached wrappers around ``flowlab.analysis``/``flowlab.report``, keyed on
+Every table comes from ``ui.runs``' cached wrappers around ``flowlab.analysis.stats``/``flowlab.analysis.report``, keyed on
 the run's file stamp and the outcome source, so a rerun after a widget change recomputes only what that
 widget feeds.
 """
@@ -18,10 +18,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from flowlab import analysis, budget, charts, outcomes, planning
+from flowlab import analysis
+from flowlab.analysis import budget, charts, outcomes, planning
+from flowlab.analysis.report import comparison_rows, conversion_rows, parse_split, split_rows, verdict_kind
+from flowlab.batch.runlog import RunRecord
 from flowlab.errors import FlowLabError
-from flowlab.report import comparison_rows, conversion_rows, parse_split, split_rows, verdict_kind
-from flowlab.runlog import RunRecord
 from ui import runs
 from ui.target import sandbox_admin
 from ui.text import plain

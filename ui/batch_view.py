@@ -9,12 +9,12 @@ from typing import Any
 
 import streamlit as st
 
-from flowlab.batch import BatchOptions, resume_state
-from flowlab.catalog import FlowSummary
+from flowlab.batch.runner import BatchOptions, resume_state
+from flowlab.batch.samples import GuestSample
 from flowlab.config import load_settings
 from flowlab.errors import FlowLabError
-from flowlab.samples import GuestSample
-from flowlab.targets import TargetStore
+from flowlab.workbench.catalog import FlowSummary
+from flowlab.workbench.targets import TargetStore
 from ui import runs
 from ui.target import Target, live_call_allowed, sandbox_admin
 from ui.text import plain

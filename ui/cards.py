@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import nh3
 import streamlit as st
 
-from flowlab.offers import Offer
+from flowlab.personalize.offers import Offer
 
 __all__ = ["format_price", "offer_card_html", "offer_cards_html", "render_offer_cards", "safe_image_src"]
 

@@ -12,10 +12,10 @@ import pandas as pd
 import streamlit as st
 
 from flowlab.errors import FlowLabError, RequestValidationError
-from flowlab.explain import diff_bodies, differing
-from flowlab.personas import Persona, PersonaStore
-from flowlab.preview import Preview
-from flowlab.targets import Target
+from flowlab.workbench.explain import diff_bodies, differing
+from flowlab.workbench.personas import Persona, PersonaStore
+from flowlab.workbench.preview import Preview
+from flowlab.workbench.targets import Target
 from ui.form import send
 from ui.options import flow_catalog, friendly_id_options, with_current
 from ui.response import show_preview_compact

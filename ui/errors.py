@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from flowlab.advice import Advice
+from flowlab.workbench.advice import Advice
 from ui.text import plain
 
 __all__ = ["show_advice"]

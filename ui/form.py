@@ -14,13 +14,20 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from flowlab.catalog import FlowSummary
 from flowlab.errors import FieldProblem, FlowLabError, RequestValidationError
-from flowlab.models import CHANNELS, CallFlowRequest
-from flowlab.params import UTM_FIELDS, merge_params, params_to_rows, rows_to_params, utm_from_url, utm_params
-from flowlab.personas import Persona, PersonaStore, demo_personas, starter_persona
-from flowlab.preview import Preview, run_preview
-from flowlab.targets import Target, TargetStore
+from flowlab.personalize.models import CHANNELS, CallFlowRequest
+from flowlab.personalize.params import (
+    UTM_FIELDS,
+    merge_params,
+    params_to_rows,
+    rows_to_params,
+    utm_from_url,
+    utm_params,
+)
+from flowlab.workbench.catalog import FlowSummary
+from flowlab.workbench.personas import Persona, PersonaStore, demo_personas, starter_persona
+from flowlab.workbench.preview import Preview, run_preview
+from flowlab.workbench.targets import Target, TargetStore
 from ui import history
 from ui.options import (
     CHANNEL_HELP,

@@ -10,8 +10,8 @@ import json
 
 import streamlit as st
 
-from flowlab.export import to_postman
-from flowlab.preview import Preview, run_preview
+from flowlab.personalize.export import to_postman
+from flowlab.workbench.preview import Preview, run_preview
 from ui.target import flow_client, sandbox_admin, timeout_s
 
 __all__ = ["LIMIT", "entries", "export_json", "export_postman", "remember", "rerun"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from flowlab.personas import Persona, PersonaError
-from flowlab.preview import Preview
+from flowlab.workbench.personas import Persona, PersonaError
+from flowlab.workbench.preview import Preview
 from ui import history
 from ui.form import load_persona
 from ui.response import show_preview

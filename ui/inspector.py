@@ -1,6 +1,6 @@
 """The request inspector: the exact request (URL, headers, body) and copies for curl, Python and Postman.
 
-Exports are built by ``flowlab.export`` from the same request object that was sent, so what works here
+Exports are built by ``flowlab.personalize.export`` from the same request object that was sent, so what works here
 works in a terminal. The client key is public (reference §1.4); no secret is part of a callFlows request.
 """
 
@@ -11,9 +11,9 @@ from collections.abc import Mapping
 
 import streamlit as st
 
-from flowlab.client import USER_AGENT
-from flowlab.export import to_curl, to_postman, to_python
-from flowlab.models import CallFlowRequest
+from flowlab.http import USER_AGENT
+from flowlab.personalize.export import to_curl, to_postman, to_python
+from flowlab.personalize.models import CallFlowRequest
 
 __all__ = ["show_request"]
 

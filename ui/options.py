@@ -11,10 +11,10 @@ from functools import cache
 
 import pycountry
 
-from flowlab.catalog import FlowSummary, flow_options
 from flowlab.errors import FlowLabError
-from flowlab.models import CHANNELS, currency_name, language_name
-from flowlab.targets import Target, TargetStore
+from flowlab.personalize.models import CHANNELS, currency_name, language_name
+from flowlab.workbench.catalog import FlowSummary, flow_options
+from flowlab.workbench.targets import Target, TargetStore
 from ui.target import sandbox_admin
 
 __all__ = [

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 
 import streamlit as st
 
-from flowlab.explain import Explanation
-from flowlab.preview import Preview
-from flowlab.variants import VariantGuess
+from flowlab.personalize.variants import VariantGuess
+from flowlab.workbench.explain import Explanation
+from flowlab.workbench.preview import Preview
 from ui.cards import render_offer_cards
 from ui.errors import show_advice
 from ui.inspector import show_request

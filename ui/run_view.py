@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from flowlab.batch.runlog import RunRecord
 from flowlab.errors import FlowLabError
-from flowlab.runlog import RunRecord
 from ui import runs
 from ui.batch_view import PROBLEM_KEY, in_flight_note, show_problem
 from ui.target import Target, live_call_allowed

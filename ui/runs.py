@@ -8,7 +8,7 @@ a widget click (a rerun) never touches it.
 and a stamp of its files (size and modification time of the SQLite file and its WAL), so a finished run is
 read from disk once and a running one whenever it has new rows. The raw run goes to ``st.cache_resource``
 (one shared, read-only copy: ``st.cache_data`` would unpickle ~30 MB per rerun at 100,000 guests, and
-flowlab.analysis never modifies its inputs); the aggregated tables go to ``st.cache_data``.
+flowlab.analysis.stats never modifies its inputs); the aggregated tables go to ``st.cache_data``.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from flowlab import analysis, budget, report, sequential
-from flowlab.batch import BatchHandle, BatchOptions
-from flowlab.outcomes import read_outcomes, sandbox_outcomes, with_outcomes
-from flowlab.runlog import RunLog, RunRecord
-from flowlab.runs import RunStore
-from flowlab.samples import GuestSample
+from flowlab import analysis
+from flowlab.analysis import budget, report, sequential
+from flowlab.analysis.outcomes import read_outcomes, sandbox_outcomes, with_outcomes
+from flowlab.batch.runlog import RunLog, RunRecord
+from flowlab.batch.runner import BatchHandle, BatchOptions
+from flowlab.batch.runs import RunStore
+from flowlab.batch.samples import GuestSample
 from ui.target import sandbox_admin
 
 __all__ = [
@@ -280,7 +281,7 @@ def breakdown(
 def _hashable_offers(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with each ``offers`` list as a tuple (a shallow copy; the cached run stays as it is).
 
-    ``flowlab.analysis`` counts offers per distinct cell, which needs hashable cells: with lists it parses
+    ``flowlab.analysis.stats`` counts offers per distinct cell, which needs hashable cells: with lists it parses
     100,000 cells one by one (0.3 s), with tuples a few distinct ones. Each distinct list *object* becomes
     one tuple (``run_frame`` shares equal lists), so the conversion is a few array operations, not a
     Python loop over every row.

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
+from flowlab.batch.samples import GuestSample, generate_guests, guests_from_sandbox, read_guests
 from flowlab.errors import FlowLabError, SampleError
-from flowlab.models import CHANNELS
-from flowlab.samples import GuestSample, generate_guests, guests_from_sandbox, read_guests
+from flowlab.personalize.models import CHANNELS
 from ui.target import Target, sandbox_admin
 from ui.text import plain
 

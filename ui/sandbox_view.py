@@ -10,10 +10,10 @@ from typing import Any, ParamSpec
 import streamlit as st
 
 from flowlab import SandboxAdmin
-from flowlab.advice import advise
-from flowlab.catalog import FlowSummary, decision_table_rows, guest_rows, tracking_rows
 from flowlab.errors import FlowLabError
-from flowlab.offers import find_offers
+from flowlab.personalize.offers import find_offers
+from flowlab.workbench.advice import advise
+from flowlab.workbench.catalog import FlowSummary, decision_table_rows, guest_rows, tracking_rows
 from ui.cards import render_offer_cards
 from ui.errors import show_advice
 from ui.text import code, plain
@@ -379,7 +379,7 @@ def show_replay(admin: SandboxAdmin, problem: str = "") -> None:
 
 
 def _run_records() -> list[Any]:
-    from flowlab.runlog import RunLog
+    from flowlab.batch.runlog import RunLog
 
     return RunLog().runs()
 

@@ -1,7 +1,7 @@
 """Which tenant the app talks to: the built-in sandbox (default, started once per process) or a saved tenant.
 
 The sidebar picker lists the sandbox, a tenant configured through ``FLOWLAB_*`` environment variables, and
-tenants saved in ``<data_dir>/targets.json`` (``flowlab.targets``). The environment label (SANDBOX in green,
+tenants saved in ``<data_dir>/targets.json`` (``flowlab.workbench.targets``). The environment label (SANDBOX in green,
 LIVE in red) is always on screen, and the first call on a live target waits for an acknowledgement that it
 writes tracking events into that tenant's analytics.
 """
@@ -16,7 +16,14 @@ from flowlab import FlowClient, SandboxAdmin
 from flowlab.config import REGIONS, load_settings
 from flowlab.errors import ConfigError, RunStoreError
 from flowlab.sandbox import SandboxServer
-from flowlab.targets import CONFIGURED_NAME, SANDBOX_NAME, Target, TargetError, TargetStore, configured_target
+from flowlab.workbench.targets import (
+    CONFIGURED_NAME,
+    SANDBOX_NAME,
+    Target,
+    TargetError,
+    TargetStore,
+    configured_target,
+)
 from ui.text import code, plain
 
 __all__ = [

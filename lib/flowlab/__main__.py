@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from flowlab import __version__
-from flowlab.client import FlowClient, SandboxAdmin, status_error
+from flowlab.admin import SandboxAdmin
 from flowlab.config import REGIONS, Settings, load_settings, resolve_base_url
 from flowlab.edge import EdgeClient, EdgeCredentials, InteractRequest
 from flowlab.edge.response import edge_status_error
 from flowlab.errors import ConfigError, FlowLabError, RequestValidationError, RunStoreError, SampleError
-from flowlab.models import CHANNELS, CallFlowRequest
+from flowlab.http import status_error
+from flowlab.personalize.client import FlowClient
+from flowlab.personalize.models import CHANNELS, CallFlowRequest
 
 __all__ = ["main", "parse_params"]
 
@@ -167,8 +169,8 @@ def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
-    from flowlab.batch import BatchOptions, resume_state, run_batch_to_file, store_path_for
-    from flowlab.samples import read_guests
+    from flowlab.batch.runner import BatchOptions, resume_state, run_batch_to_file, store_path_for
+    from flowlab.batch.samples import read_guests
 
     sample = read_guests(Path(args.guests))
     if sample.problems:

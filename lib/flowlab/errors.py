@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 from flowlab.redaction import redact_text, redact_url
 
 if TYPE_CHECKING:
-    from flowlab.models import CallFlowRequest, FlowResponse
+    from flowlab.http import FlowResponse
+    from flowlab.personalize.models import CallFlowRequest
 
 __all__ = [
     "APIConnectionError",

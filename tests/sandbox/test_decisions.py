@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from flowlab.sandbox.decisions import (
+from flowlab.sandbox.personalize.decisions import (
     ANY,
     DecisionModel,
     DecisionModelError,
@@ -24,8 +24,8 @@ from flowlab.sandbox.decisions import (
     parse_output_entry,
     parse_path,
 )
-from flowlab.sandbox.demo import demo_tenant
-from flowlab.sandbox.javascript import ScriptRuntime
+from flowlab.sandbox.personalize.demo import demo_tenant
+from flowlab.sandbox.personalize.javascript import ScriptRuntime
 
 HYPOTHESIS = settings(database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import quickjs
 
-from flowlab.models import CallFlowRequest
-from flowlab.sandbox.demo import DEMO_CLIENT_KEY, PERSONAS, DemoTenant, demo_tenant
+from flowlab.personalize.models import CallFlowRequest
+from flowlab.sandbox.personalize.demo import DEMO_CLIENT_KEY, PERSONAS, DemoTenant, demo_tenant
 
 EPOCH_MS = int(datetime(2026, 10, 1, tzinfo=UTC).timestamp() * 1000)
 FLOW_KEYS = {
@@ -425,15 +425,15 @@ def test_persona_story(tenant: DemoTenant) -> None:
 
 
 def test_every_template_compiles(tenant: DemoTenant) -> None:
-    from flowlab.sandbox.freemarker import Template
+    from flowlab.sandbox.personalize.freemarker import Template
 
     for _, task_input in tasks(tenant, "templateRenderTask"):
         Template.compile(task_input["template"])
 
 
 def test_every_decision_model_parses(tenant: DemoTenant) -> None:
-    from flowlab.sandbox.decisions import DecisionModel
-    from flowlab.sandbox.javascript import ScriptRuntime
+    from flowlab.sandbox.personalize.decisions import DecisionModel
+    from flowlab.sandbox.personalize.javascript import ScriptRuntime
 
     runtime = ScriptRuntime()
     for model in tenant.decision_models:
@@ -442,7 +442,7 @@ def test_every_decision_model_parses(tenant: DemoTenant) -> None:
 
 @pytest.mark.parametrize("with_filter", [True, False])
 def test_every_template_renders_json_that_names_its_variant(tenant: DemoTenant, with_filter: bool) -> None:
-    from flowlab.sandbox.freemarker import Template
+    from flowlab.sandbox.personalize.freemarker import Template
 
     message = 'Hi "Jo"!'  # a name with quotes must not break the JSON
     greeting = {"name": "Welcome Message", "type": "programmable", "outputs": [{"welcomeMessage": message}]}
@@ -494,8 +494,8 @@ def test_every_template_renders_json_that_names_its_variant(tenant: DemoTenant, 
 def test_decision_models_pick_the_offers_the_story_promises(
     tenant: DemoTenant, persona: str, model: str, params: dict[str, Any] | None, expected: list[str]
 ) -> None:
-    from flowlab.sandbox.decisions import DecisionModel
-    from flowlab.sandbox.javascript import ScriptRuntime
+    from flowlab.sandbox.personalize.decisions import DecisionModel
+    from flowlab.sandbox.personalize.javascript import ScriptRuntime
 
     p = next(p for p in PERSONAS if p["name"] == persona)
     guest = {k: v for k, v in persona_guest(tenant, p).items() if k != "sandbox"}

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from flowlab.sandbox.demo import PERSONAS
 from flowlab.sandbox.edge import demo as D
 from flowlab.sandbox.edge.tenant import Datastream, EdgeTenant
+from flowlab.sandbox.personalize.demo import PERSONAS
 from flowlab.sandbox.workers import WorkerPool
 
 LENA = ("Email", "lena.vogel@example.de")

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from flowlab.sandbox import freemarker as fm
-from flowlab.sandbox.freemarker import Template, TemplateError, render
+from flowlab.sandbox.personalize import freemarker as fm
+from flowlab.sandbox.personalize.freemarker import Template, TemplateError, render
 
 HYPOTHESIS = settings(database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from flowlab.sandbox.javascript import (
+from flowlab.sandbox.personalize.javascript import (
     DEFAULT_GLOBALS,
     Script,
     ScriptError,

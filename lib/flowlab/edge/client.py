@@ -1,7 +1,7 @@
 """The Edge Network's HTTP: ``POST /ee/v2/interact`` (and v1), and the IMS token it needs.
 
 ``EdgeClient`` (sync, httpx) and ``AsyncEdgeClient`` (httpx on the aiohttp transport) stand on the same
-foundations as ``flowlab.client.FlowClient``: its ``RetryPolicy``, its error mapping and helpers, and
+foundations as ``flowlab.http.FlowClient``: its ``RetryPolicy``, its error mapping and helpers, and
 ``flowlab.errors``; raw httpx exceptions never escape. What differs is the Edge's own contract
 (adobe-edge-personalization.md):
 
@@ -29,16 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 from pydantic import SecretStr
 
-from flowlab.client import (
-    DEFAULT_TIMEOUT,
-    OwnsAsyncHttp,
-    OwnsHttp,
-    RetryPolicy,
-    SandboxAdmin,
-    _connection_error,
-    _headers,
-    _response,
-)
+from flowlab.admin import SandboxAdmin
 from flowlab.config import Settings, load_settings, resolve_base_url
 from flowlab.edge.auth import TOKEN_PATH, AccessToken, EdgeCredentials, TokenCache, read_token_answer
 from flowlab.edge.models import InteractRequest
@@ -51,7 +42,16 @@ from flowlab.errors import (
     ConfigError,
     status_error_class,
 )
-from flowlab.models import FlowResponse
+from flowlab.http import (
+    DEFAULT_TIMEOUT,
+    FlowResponse,
+    OwnsAsyncHttp,
+    OwnsHttp,
+    RetryPolicy,
+    connection_error,
+    http_response,
+    json_headers,
+)
 from flowlab.redaction import redact_url, secret_parts
 
 __all__ = [
@@ -157,7 +157,7 @@ class _EdgeBase:
         self.retry = RetryPolicy(
             max_retries=retries, initial_delay=1.0, max_delay=4.0, statuses=EDGE_RETRY_STATUSES
         )
-        self.headers = _headers(headers)
+        self.headers = json_headers(headers)
         self.tokens = TokenCache()
 
     def __repr__(self) -> str:
@@ -194,7 +194,7 @@ class _EdgeBase:
     def _token_answer(self, raw: httpx.Response, started: float) -> AccessToken:
         """The token from IMS's answer, or an error that names what to fix, never the secret."""
         assert self.credentials is not None
-        flow = _response(raw, started=started, request=None, attempts=1)
+        flow = http_response(raw, started=started, request=None, attempts=1)
         flow = dataclasses.replace(flow, text=self.credentials.scrub(flow.text))
         url = self.credentials.token_url
         if not flow.ok:
@@ -234,14 +234,14 @@ class _EdgeBase:
         attempts: int,
         raise_for_status: bool,
     ) -> EdgeResponse:
-        flow = _response(raw, started=started, request=None, attempts=attempts)
+        flow = http_response(raw, started=started, request=None, attempts=attempts)
         return _edge(flow, raw.content, request, raise_for_status)
 
     def _connect_failed(self, exc: httpx.TransportError, url: str, attempt: int) -> APIError | None:
         """None when the failure is worth another attempt (nothing was sent), else the error to raise."""
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) and attempt <= self.retry.max_retries:
             return None
-        return _connection_error(exc, url, None)
+        return connection_error(exc, url, None)
 
 
 def _edge(
@@ -388,7 +388,7 @@ class EdgeClient(OwnsHttp, _EdgeBase):
                 try:
                     raw = self._http.post(url, content=form, headers=headers)
                 except httpx.TransportError as exc:
-                    raise _connection_error(exc, url, None) from exc
+                    raise connection_error(exc, url, None) from exc
                 token = self._token_answer(raw, started)
                 self.tokens.put(token)
             return token
@@ -486,7 +486,7 @@ class AsyncEdgeClient(OwnsAsyncHttp, _EdgeBase):
                 try:
                     raw = await self._http.post(url, content=form, headers=headers)
                 except httpx.TransportError as exc:
-                    raise _connection_error(exc, url, None) from exc
+                    raise connection_error(exc, url, None) from exc
                 token = self._token_answer(raw, started)
                 self.tokens.put(token)
             return token

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from flowlab.edge.auth import TOKEN_PATH, EdgeCredentials
 from flowlab.edge.client import interact_url
 from flowlab.edge.models import InteractRequest
-from flowlab.export import postman_collection, python_literal
+from flowlab.personalize.export import postman_collection, python_literal
 from flowlab.redaction import redact_url
 
 __all__ = ["to_curl", "to_postman", "to_python"]

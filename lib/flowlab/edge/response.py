@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from flowlab.errors import APIResponseError, APIStatusError, status_error_class
-from flowlab.models import FlowResponse
+from flowlab.http import FlowResponse
 
 if TYPE_CHECKING:
     from flowlab.edge.models import InteractRequest

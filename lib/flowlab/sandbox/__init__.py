@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from flowlab.sandbox.app import SandboxApp, create_app
-from flowlab.sandbox.demo import DEMO_CLIENT_KEY, PERSONAS, demo_tenant
+from flowlab.sandbox.personalize.demo import DEMO_CLIENT_KEY, PERSONAS, demo_tenant
 from flowlab.sandbox.server import SandboxServer, serve, serve_forever
 
 __all__ = [

@@ -26,7 +26,6 @@ from flowlab.errors import RunStoreError
 from flowlab.sandbox.access import AdminAccess, AdminGuard, RealApiCors, require_json
 from flowlab.sandbox.edge.routes import EdgeGateway, EdgeService, register as register_edge
 from flowlab.sandbox.edge.tenant import EdgeTenant
-from flowlab.sandbox.engine import Engine, Execution, unit_hash
 from flowlab.sandbox.errors import BadRequest, NotFound, SandboxError, Unauthorized, error_body
 from flowlab.sandbox.faults import FaultInjector, Knobs, parse_faults, parse_latency
 from flowlab.sandbox.limits import BodyLimit, parse_json
@@ -45,8 +44,9 @@ from flowlab.sandbox.openapi import (
     json_body,
     truthful_openapi,
 )
-from flowlab.sandbox.replay import Replay
-from flowlab.sandbox.store import Tenant
+from flowlab.sandbox.personalize.engine import Engine, Execution, unit_hash
+from flowlab.sandbox.personalize.replay import Replay
+from flowlab.sandbox.personalize.store import Tenant
 
 __all__ = ["SandboxApp", "create_app"]
 

@@ -140,7 +140,7 @@ def _resolve_callable(path: str) -> Callable[..., Any]:
 def _worker_main(sock_fd: int, marker_fd: int, memory_limit_mb: int) -> None:
     """Serve jobs until the pool closes the socket (or the parent dies)."""
     global _marker_map
-    import flowlab.sandbox.engine  # noqa: F401  (the usual job; imported before the memory limit)
+    import flowlab.sandbox.personalize.engine  # noqa: F401  (the usual job; imported before the memory limit)
 
     _marker_map = mmap.mmap(marker_fd, _MARKER.size)
     if memory_limit_mb > 0:

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from flowlab.sandbox.demo import demo_tenant
 from flowlab.sandbox.edge.clock import iso_ms
 from flowlab.sandbox.edge.profiles import EdgeProfile
+from flowlab.sandbox.personalize.demo import demo_tenant
 
 __all__ = [
     "AUDIENCES",

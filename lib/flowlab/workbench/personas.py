@@ -1,7 +1,7 @@
 """Personas: a named guest with everything a call needs except the flow (identity, POS, channel…).
 
 Marketers think in people ("a gold member in Munich on her phone"), not in request bodies, so the app
-offers personas: the sandbox's demo personas out of the box (``flowlab.sandbox.demo.PERSONAS``), plus any the
+offers personas: the sandbox's demo personas out of the box (``flowlab.sandbox.personalize.demo.PERSONAS``), plus any the
 user saves, in ``<data_dir>/personas.json``. A persona turns into a ``CallFlowRequest`` for any flow.
 
 A persona has exactly one identity (browserId, email or identifiers), as callFlows requires (reference
@@ -19,7 +19,7 @@ from typing import Any
 from flowlab.config import load_settings
 from flowlab.errors import ConfigError
 from flowlab.jsonfile import JsonFile
-from flowlab.models import CallFlowRequest, Identifier
+from flowlab.personalize.models import CallFlowRequest, Identifier
 
 __all__ = ["PERSONAS_FILE", "Persona", "PersonaError", "PersonaStore", "demo_personas", "starter_persona"]
 
@@ -154,7 +154,7 @@ class Persona:
 
 def demo_personas() -> list[Persona]:
     """The sandbox's demo guests (a gold member in Munich on mobile, a paid-search visitor, …)."""
-    from flowlab.sandbox.demo import PERSONAS
+    from flowlab.sandbox.personalize.demo import PERSONAS
 
     return [Persona.from_json(p, demo=True) for p in PERSONAS]
 

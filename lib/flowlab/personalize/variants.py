@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from flowlab.offers import find_offers
+from flowlab.personalize.offers import find_offers
 
 __all__ = ["VariantGuess", "detect_variant", "json_path_get"]
 

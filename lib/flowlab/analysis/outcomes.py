@@ -27,12 +27,12 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from flowlab.analysis import join_outcomes
+from flowlab.analysis.stats import join_outcomes
+from flowlab.batch.samples import RowProblem
 from flowlab.errors import SampleError
-from flowlab.samples import RowProblem
 
 if TYPE_CHECKING:
-    from flowlab.client import SandboxAdmin
+    from flowlab.admin import SandboxAdmin
 
 __all__ = [
     "GUEST_COLUMNS",

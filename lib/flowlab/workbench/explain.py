@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from flowlab.catalog import FlowSummary, entry_text
+from flowlab.workbench.catalog import FlowSummary, entry_text
 
 __all__ = ["Explanation", "Reason", "Verdict", "diff_bodies", "differing", "explain_trace", "flatten_json"]
 

@@ -27,11 +27,11 @@ from typing import Any
 
 import orjson
 
-from flowlab.sandbox.decisions import DecisionModel, DecisionModelError
-from flowlab.sandbox.demo import DemoTenant, demo_tenant
 from flowlab.sandbox.errors import BadRequest, NotFound
-from flowlab.sandbox.freemarker import Template, TemplateError
-from flowlab.sandbox.javascript import Script, ScriptError, ScriptRuntime
+from flowlab.sandbox.personalize.decisions import DecisionModel, DecisionModelError
+from flowlab.sandbox.personalize.demo import DemoTenant, demo_tenant
+from flowlab.sandbox.personalize.freemarker import Template, TemplateError
+from flowlab.sandbox.personalize.javascript import Script, ScriptError, ScriptRuntime
 
 __all__ = [
     "LIVE_STATUSES",

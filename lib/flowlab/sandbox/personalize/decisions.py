@@ -1,7 +1,7 @@
 """Decision models: programmables (JavaScript) feeding FIRST-hit decision tables (reference §5.1–5.2, §3.4).
 
 A model is parsed and compiled once (:meth:`DecisionModel.from_json`): JavaScript goes through the
-:class:`~flowlab.sandbox.javascript.ScriptRuntime` (a syntax error rejects the model, naming the node), and
+:class:`~flowlab.sandbox.personalize.javascript.ScriptRuntime` (a syntax error rejects the model, naming the node), and
 every decision-table entry becomes a Python predicate, so evaluating a table is a loop over pre-built
 closures (a 10-rule table, the whole ``evaluate``, takes under 10 µs).
 
@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
 
-from flowlab.sandbox.javascript import (
+from flowlab.sandbox.personalize.javascript import (
     DEFAULT_GLOBALS,
     Script,
     ScriptError,

@@ -3,7 +3,7 @@
 Pure math (numpy/scipy, no I/O, no pandas beyond the power curve's table), so the Analysis page, the CLI
 and notebooks all answer "is this experiment big enough?" with the same numbers.
 
-The test being planned is the one :func:`flowlab.analysis.conversion_by_variant` reports: a two-sided,
+The test being planned is the one :func:`flowlab.analysis.stats.conversion_by_variant` reports: a two-sided,
 pooled two-proportion z-test of a variant against the control. The sample size is the standard normal
 approximation for it (Fleiss; R's ``power.prop.test`` and statsmodels' ``power_proportions_2indep``)::
 
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flowlab.distributions import norm_cdf, norm_ppf
+from flowlab.analysis.distributions import norm_cdf, norm_ppf
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -247,7 +247,7 @@ def power_curve(
     """Power against guests per variant for one effect, for a chart: ``guests_per_variant, power``.
 
     The curve runs from 1 guest to ``max_guests`` (default: twice the guests needed for ``power``, so the
-    needed size sits in the middle), ``points`` rows, already aggregated for :func:`flowlab.charts.power_chart`.
+    needed size sits in the middle), ``points`` rows, already aggregated for :func:`flowlab.analysis.charts.power_chart`.
     """
     p1, p2 = _rates(baseline, mde, relative)
     _check_alpha_power(alpha, power)

@@ -11,7 +11,7 @@ milliseconds after it arrives. Before a guest's request leaves, its row is marke
 mark committed; the transaction that stores its result removes the mark. A process killed outright loses
 only the guests in flight, and the marks say which: a resume calls them again and counts them
 (``in_flight_rows()``: an upper bound, over by the guests marked ahead in the runner's small reserve whose
-request had not left yet, see ``flowlab.batch``; on a live tenant the first call of a guest in flight may
+request had not left yet, see ``flowlab.batch.runner``; on a live tenant the first call of a guest in flight may
 already have been tracked). A guest with a row in the store is never called again by a resume.
 (``synchronous=NORMAL``: a power cut or OS crash may also lose the last few committed transactions; a
 process crash cannot.)
@@ -173,7 +173,7 @@ class GuestResult:
         """The row's values in ``RESULT_COLUMNS`` order, then ``extra``, ``headers`` (JSON), ``body_exact``.
 
         ``body_exact`` says the stored body is the whole answer as received: not cut, and no byte that was
-        not UTF-8 (decoded as U+FFFD); replay serves only such bodies (``flowlab.sandbox.replay``).
+        not UTF-8 (decoded as U+FFFD); replay serves only such bodies (``flowlab.sandbox.personalize.replay``).
         """
         cut = len(self.body) > MAX_BODY_CHARS
         body = self.body[:MAX_BODY_CHARS] + "…[truncated]" if cut else self.body

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from flowlab.batch import BatchHandle, BatchOptions, start_batch
+from flowlab.batch.runner import BatchHandle, BatchOptions, start_batch
+from flowlab.batch.runs import RESULT_COLUMNS, RunStore
+from flowlab.batch.samples import GuestRow, GuestSample
 from flowlab.config import load_settings
 from flowlab.errors import ConfigError, RunStoreError
 from flowlab.jsonfile import JsonFile
 from flowlab.permissions import PRIVATE_DIR, open_private, private_dir
-from flowlab.runs import RESULT_COLUMNS, RunStore
-from flowlab.samples import GuestRow, GuestSample
 
 __all__ = ["RUNS_DIR", "RunLog", "RunRecord", "load_results", "read_sample", "write_sample"]
 

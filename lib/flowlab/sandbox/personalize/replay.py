@@ -1,6 +1,6 @@
 """Replay recorded runs: the sandbox answers callFlows with what a tenant answered, byte for byte.
 
-Every run store (``flowlab.runs``) is a recording: per guest the request's friendlyId and identity, and the
+Every run store (``flowlab.batch.runs``) is a recording: per guest the request's friendlyId and identity, and the
 response's status, headers (schema 2; secrets dropped when recorded) and body. Replaying loads the stores
 once, at start, into one dict keyed by (friendlyId, identity kind, identity value), so the hot path is a
 dict lookup. A request that was never recorded gets a 404 that says so: never a guess, never the engine,
@@ -33,8 +33,8 @@ from typing import Any
 
 import orjson
 
+from flowlab.batch.runs import MAX_BODY_CHARS, READABLE_SCHEMAS
 from flowlab.errors import RunStoreError
-from flowlab.runs import MAX_BODY_CHARS, READABLE_SCHEMAS
 from flowlab.sandbox.errors import BadRequest, NotFound, Unauthorized
 
 __all__ = ["HOP_BY_HOP", "Answer", "Recording", "Replay", "load_recording"]

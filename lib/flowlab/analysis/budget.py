@@ -8,8 +8,8 @@ visitor, a call that never happened, and a variant whose decision is slower (a d
 slow connection) quietly loses part of its audience to the default. A batch run measures every call's
 latency, which is all it takes to count them.
 
-Pure pandas, like :mod:`flowlab.analysis`: served rows only (ok and labelled; a failed call has no
-variant and is :func:`flowlab.analysis.errors_by_type`'s business, though its visitor saw the default too).
+Pure pandas, like :mod:`flowlab.analysis.stats`: served rows only (ok and labelled; a failed call has no
+variant and is :func:`flowlab.analysis.stats.errors_by_type`'s business, though its visitor saw the default too).
 """
 
 from __future__ import annotations
@@ -57,14 +57,14 @@ def timeout_budget(
     Columns: ``variant, calls, over_budget, share_over, share_over_low, share_over_high, p50, p95, p99,
     budget_ms``. ``share_over`` is the share of the variant's calls with ``latency_ms > budget_ms``: those
     guests would have seen the default experience. Its interval is Wilson's
-    (:func:`flowlab.analysis.wilson_interval`: a share of 0% or 2% still gets an honest interval);
-    percentiles are in milliseconds, as in :func:`flowlab.analysis.latency_summary`. Rows with no
+    (:func:`flowlab.analysis.stats.wilson_interval`: a share of 0% or 2% still gets an honest interval);
+    percentiles are in milliseconds, as in :func:`flowlab.analysis.stats.latency_summary`. Rows with no
     latency are left out.
     """
     budget = _check_budget(budget_ms)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1 (0.95 for 95%), got {confidence}")
-    from flowlab import analysis  # here, not at the top: flowlab.analysis re-exports this module
+    from flowlab.analysis import stats as analysis  # here, not at the top: stats re-exports this module
 
     codes, names, latency = analysis._latency(run)
     if not len(latency):

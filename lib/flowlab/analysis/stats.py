@@ -3,7 +3,7 @@
 Pure pandas/scipy: no I/O, no streamlit, no module state, inputs are never modified. Every function is
 vectorised (labels are factorised once and counted with ``np.bincount``), so a whole results page costs
 about 0.15 s on 100,000 guests; the page layer adds caching. Tables come out already aggregated (a few
-rows per variant), which is what :mod:`flowlab.charts` expects, so Altair never sees raw rows.
+rows per variant), which is what :mod:`flowlab.analysis.charts` expects, so Altair never sees raw rows.
 
 Conventions shared by every function:
 
@@ -30,9 +30,9 @@ import pandas as pd
 
 # Experiment planning, sequential intervals and the timeout budget (issue #10) live in their own modules;
 # analysts look for them here too. Those modules import this one lazily, inside functions: no import cycle.
-from flowlab.budget import budget_sentence, timeout_budget
-from flowlab.distributions import chi2_sf, chisquare, norm_ppf, norm_sf
-from flowlab.planning import (
+from flowlab.analysis.budget import budget_sentence, timeout_budget
+from flowlab.analysis.distributions import chi2_sf, chisquare, norm_ppf, norm_sf
+from flowlab.analysis.planning import (
     PlanInputs,
     detection_power,
     minimum_detectable_effect,
@@ -41,7 +41,7 @@ from flowlab.planning import (
     power_curve,
     sample_size,
 )
-from flowlab.sequential import (
+from flowlab.analysis.sequential import (
     always_valid_interval,
     always_valid_p_value,
     peeking_path,

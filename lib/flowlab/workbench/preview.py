@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flowlab.advice import Advice, advise
-from flowlab.catalog import FlowSummary
-from flowlab.client import FlowClient, SandboxAdmin, status_error
+from flowlab.admin import SandboxAdmin
 from flowlab.errors import FlowLabError
-from flowlab.explain import Explanation, explain_trace
-from flowlab.models import CallFlowRequest, FlowResponse
-from flowlab.offers import Offer
+from flowlab.http import FlowResponse, status_error
+from flowlab.personalize.client import FlowClient
+from flowlab.personalize.models import CallFlowRequest
+from flowlab.personalize.offers import Offer
+from flowlab.personalize.variants import VariantGuess, detect_variant
 from flowlab.redaction import redact_url
-from flowlab.variants import VariantGuess, detect_variant
+from flowlab.workbench.advice import Advice, advise
+from flowlab.workbench.catalog import FlowSummary
+from flowlab.workbench.explain import Explanation, explain_trace
 
 __all__ = ["Preview", "run_preview"]
 

@@ -25,8 +25,8 @@ What it does, and why:
 * **Cancel, resume, retry failed.** ``cancel()`` stops new calls, gives those in flight a second to finish
   and marks the run ``cancelled``. A resume skips every guest that has a row; ``only_failed`` calls again
   the guests whose row is not ok (and any without a row), replacing their rows. Either way every guest
-  ends with exactly one row. What a kill -9 can lose is in ``flowlab.runs``.
-* **Hot path.** Bodies are serialised with orjson and posted through ``client.BatchTransport`` (raw
+  ends with exactly one row. What a kill -9 can lose is in ``flowlab.batch.runs``.
+* **Hot path.** Bodies are serialised with orjson and posted through ``flowlab.http.BatchTransport`` (raw
   aiohttp: httpx's per-request work caps a 2-core machine well below the goal, see ``bench/batch.py``).
   Group commits run on the event loop itself (a few hundred µs each): in a writer thread every commit
   waited for the GIL behind the busy loop, groups took 5–10x longer and the reserve ran dry. Where
@@ -53,13 +53,13 @@ from typing import Any
 
 import orjson
 
-from flowlab.client import BatchTransport, RetryPolicy, status_error
+from flowlab.batch.runs import GuestResult, Progress, RunMeta, RunStore
+from flowlab.batch.samples import GuestRow, GuestSample
 from flowlab.errors import APIError, APITimeoutError, ConfigError, RequestValidationError, RunStoreError
-from flowlab.models import CallFlowRequest, FlowResponse
-from flowlab.offers import find_offers
-from flowlab.runs import GuestResult, Progress, RunMeta, RunStore
-from flowlab.samples import GuestRow, GuestSample
-from flowlab.variants import detect_variant
+from flowlab.http import BatchTransport, FlowResponse, RetryPolicy, status_error
+from flowlab.personalize.models import CallFlowRequest
+from flowlab.personalize.offers import find_offers
+from flowlab.personalize.variants import detect_variant
 
 __all__ = [
     "STORE_SUFFIX",
@@ -159,7 +159,7 @@ class BatchSummary:
     ``called``, ``elapsed_s``, ``rps`` (guests finished per second) and the retry counts cover this session;
     ``in_flight_before`` counts the guests that were in flight when the previous session stopped (called
     again in this one; the tenant may have recorded their first call). ``budget_line`` is
-    :func:`flowlab.budget.budget_sentence` for the run (what share of each variant's guests a 400 ms
+    :func:`flowlab.analysis.budget.budget_sentence` for the run (what share of each variant's guests a 400 ms
     timeout would have sent to the default), filled in by :func:`run_batch_to_file`.
     """
 
@@ -465,7 +465,7 @@ class _Runner:
     def _prepare(self, guest: GuestRow) -> tuple[bytes, CallFlowRequest]:
         """The body to send for ``guest``, and the validated request of its combination of overrides.
 
-        Rows were checked one by one when the sample was read (``flowlab.samples``); what a run adds (client
+        Rows were checked one by one when the sample was read (``flowlab.batch.samples``); what a run adds (client
         key, friendlyId, defaults) is the same for every row with the same overrides. So each combination
         is validated by ``CallFlowRequest`` once, with a placeholder identity, and its ``to_body()`` is the
         template: a guest's identity takes the placeholder's place and its params go last, exactly as
@@ -845,7 +845,7 @@ def run_batch_to_file(
 
 def _budget_line(store: RunStore) -> str:
     """The timeout-budget sentence for the run so far (JSS's 400 ms), said at the end of a CLI run (#10)."""
-    from flowlab.budget import budget_sentence, timeout_budget
+    from flowlab.analysis.budget import budget_sentence, timeout_budget
 
     if store.progress().ok == 0:
         return ""

@@ -41,12 +41,12 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from flowlab.errors import FieldProblem, RequestValidationError, SampleError
-from flowlab.models import CallFlowRequest
+from flowlab.personalize.models import CallFlowRequest
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from flowlab.client import SandboxAdmin
+    from flowlab.admin import SandboxAdmin
 
 __all__ = [
     "IDENTITY_COLUMNS",

@@ -1,6 +1,6 @@
 """Always-valid intervals and p-values for conversion lift, so a run can be read while it grows.
 
-Why: a fixed-horizon interval (:func:`flowlab.analysis.conversion_by_variant`) promises 95% coverage at
+Why: a fixed-horizon interval (:func:`flowlab.analysis.stats.conversion_by_variant`) promises 95% coverage at
 *one* planned look. Read it after every hundred guests and stop at the first "significant" look, and the
 false-positive rate climbs far past 5% (20 looks at an A/A test: about a quarter of them "win"; see
 :func:`simulate_aa`). An always-valid interval covers the true difference at every look at once, so
@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from flowlab.distributions import norm_sf
+from flowlab.analysis.distributions import norm_sf
 
 __all__ = [
     "DEFAULT_PLANNED_GUESTS",
@@ -171,7 +171,7 @@ def sequential_conversion(
     confidence: float = 0.95,
     planned_guests: float = DEFAULT_PLANNED_GUESTS,
 ) -> pd.DataFrame:
-    """:func:`~flowlab.analysis.conversion_by_variant` with always-valid intervals and p-values.
+    """:func:`~flowlab.analysis.stats.conversion_by_variant` with always-valid intervals and p-values.
 
     Same columns and rows, so the same charts take it; ``lift_low``, ``lift_high`` and ``p_value`` are
     the always-valid ones (the interval in the module docstring, on the relative lift; the p-value on the
@@ -179,7 +179,7 @@ def sequential_conversion(
     Wider than the fixed-horizon intervals by design: they stay valid however often the run is read.
     """
     _check(confidence, planned_guests)
-    from flowlab import analysis  # here, not at the top: flowlab.analysis re-exports this module
+    from flowlab.analysis import stats as analysis  # here, not at the top: stats re-exports this module
 
     table = analysis.conversion_by_variant(joined, control=control, confidence=confidence)
     if not len(table):
@@ -222,7 +222,7 @@ def peeking_path(
     non-control variant).
     """
     alpha = _check(confidence, planned_guests or 1)
-    from flowlab import analysis  # here, not at the top: flowlab.analysis re-exports this module
+    from flowlab.analysis import stats as analysis  # here, not at the top: stats re-exports this module
 
     total = len(joined)
     stops: list[int] = []
@@ -380,7 +380,7 @@ def simulate_aa(
     ``arms`` is the arm of each guest in arrival order (0 = control, 1 = variant), e.g. the sandbox's
     real bucketing of its demo guests. Every guest converts with the same ``rate`` whatever its arm
     (fixed ``seed``), so any "significant" look is a false positive. The fixed-horizon test is the
-    pooled z-test of :func:`flowlab.analysis.conversion_by_variant`; the sequential one is
+    pooled z-test of :func:`flowlab.analysis.stats.conversion_by_variant`; the sequential one is
     :func:`always_valid_p_value` tuned for ``planned_guests`` (default: all guests).
     """
     arm = np.asarray(arms, dtype=np.int64)

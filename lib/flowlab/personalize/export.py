@@ -14,7 +14,7 @@ import shlex
 import uuid
 from typing import Any
 
-from flowlab.models import CallFlowRequest
+from flowlab.personalize.models import CallFlowRequest
 from flowlab.redaction import redact_url
 
 __all__ = ["postman_collection", "python_literal", "to_curl", "to_postman", "to_python"]

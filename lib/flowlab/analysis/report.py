@@ -15,8 +15,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from flowlab.analysis import RunComparison, SplitHealth, split_health_by
-from flowlab.runs import RESULT_COLUMNS
+from flowlab.analysis.stats import RunComparison, SplitHealth, split_health_by
+from flowlab.batch.runs import RESULT_COLUMNS
 
 __all__ = [
     "REQUEST_DIMENSIONS",

@@ -29,10 +29,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from flowlab.errors import FlowLabError
-from flowlab.sandbox.decisions import DecisionModel
 from flowlab.sandbox.errors import BadRequest, FlowFailed, NotFound, SandboxError, Unauthorized
-from flowlab.sandbox.freemarker import MAX_OUTPUT, TIME_LIMIT_S, Template, TemplateError, TemplateLimitError
-from flowlab.sandbox.javascript import Script, ScriptError, ScriptRuntime
 from flowlab.sandbox.limits import (
     MAX_GUESTS,
     MAX_IDENTITY_CHARS,
@@ -41,7 +38,16 @@ from flowlab.sandbox.limits import (
     request_summary,
     shortened,
 )
-from flowlab.sandbox.store import CompiledFlow, CompiledVariant, Tenant, code_key, new_ref
+from flowlab.sandbox.personalize.decisions import DecisionModel
+from flowlab.sandbox.personalize.freemarker import (
+    MAX_OUTPUT,
+    TIME_LIMIT_S,
+    Template,
+    TemplateError,
+    TemplateLimitError,
+)
+from flowlab.sandbox.personalize.javascript import Script, ScriptError, ScriptRuntime
+from flowlab.sandbox.personalize.store import CompiledFlow, CompiledVariant, Tenant, code_key, new_ref
 from flowlab.sandbox.workers import WorkerError, WorkerPool, WorkerTimeout, shared_pool, step
 
 __all__ = [
@@ -585,11 +591,11 @@ class Engine:
 
 # ---- the guest-code stage: runs in a worker process ------------------------------------------------------
 
-_STAGE: Final = "flowlab.sandbox.engine:run_stage"
-_COMPILE_CONDITION: Final = "flowlab.sandbox.engine:compile_condition"
-_COMPILE_MODEL: Final = "flowlab.sandbox.engine:compile_model"
-_COMPILE_TEMPLATE: Final = "flowlab.sandbox.engine:compile_template"
-_KEEP: Final = "flowlab.sandbox.engine:keep"
+_STAGE: Final = "flowlab.sandbox.personalize.engine:run_stage"
+_COMPILE_CONDITION: Final = "flowlab.sandbox.personalize.engine:compile_condition"
+_COMPILE_MODEL: Final = "flowlab.sandbox.personalize.engine:compile_model"
+_COMPILE_TEMPLATE: Final = "flowlab.sandbox.personalize.engine:compile_template"
+_KEEP: Final = "flowlab.sandbox.personalize.engine:keep"
 _SUB: Final = 1024  # step marker = piece index * _SUB + programmable number (0: the piece itself)
 _CONDITION_GLOBALS: Final = ("guest", "request", "entity", "pos")
 

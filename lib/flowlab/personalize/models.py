@@ -1,4 +1,4 @@
-"""Request and response models for ``POST /v2/callFlows``.
+"""The request model for ``POST /v2/callFlows`` (the answer is ``flowlab.http.FlowResponse``).
 
 ``CallFlowRequest`` is validated before anything is sent, with messages that name the field and say what to
 fix: the API itself answers most mistakes with a bare 400 (reference §2.3). ``FlowResponse`` keeps the exact
@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Literal
 
 import pycountry
@@ -24,7 +22,6 @@ __all__ = [
     "FRIENDLY_ID_PATTERN",
     "CallFlowRequest",
     "Channel",
-    "FlowResponse",
     "Identifier",
     "currency_name",
     "language_name",
@@ -233,60 +230,3 @@ def _problems(exc: ValidationError) -> list[FieldProblem]:
             field_name = "identity" if "browserId" in message else ""
         problems.append(FieldProblem(field_name, message))
     return problems
-
-
-@dataclass(frozen=True)
-class FlowResponse:
-    """What came back from one call: exact status, headers and body, plus what we could read from it."""
-
-    status_code: int
-    headers: Mapping[str, str]
-    text: str
-    latency_ms: float
-    url: str = ""
-    request: CallFlowRequest | None = None
-    attempts: int = 1
-    request_headers: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status_code < 300
-
-    @cached_property
-    def json_body(self) -> Any:
-        """The parsed body, or None when the body is not JSON (the template may print anything)."""
-        try:
-            return json.loads(self.text) if self.text.strip() else None
-        except ValueError:
-            return None
-
-    @property
-    def is_json(self) -> bool:
-        return self.json_body is not None
-
-    @property
-    def execution_ref(self) -> str | None:
-        """The sandbox's execution reference (``X-Flowlab-Execution``), for fetching its trace."""
-        return _header(self.headers, "x-flowlab-execution")
-
-    @property
-    def request_id(self) -> str | None:
-        for name in ("x-flowlab-execution", "x-request-id", "x-sc-correlation-id", "x-correlation-id"):
-            value = _header(self.headers, name)
-            if value:
-                return value
-        return None
-
-    @cached_property
-    def offers(self) -> list[Any]:
-        """Offers found anywhere in the JSON body, normalised (see ``flowlab.offers``)."""
-        from flowlab.offers import find_offers
-
-        return find_offers(self.json_body)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None

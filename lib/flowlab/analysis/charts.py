@@ -1,11 +1,11 @@
-"""Altair chart builders for the tables made by :mod:`flowlab.analysis`: DataFrame in, chart out.
+"""Altair chart builders for the tables made by :mod:`flowlab.analysis.stats`: DataFrame in, chart out.
 
 Charts take the *aggregated* tables (a few rows per variant), never a raw run: Altair refuses more than
 5,000 inline rows and Streamlit would ship every row to the browser. A builder given a table that large
 raises ``ValueError`` to say so. No streamlit, no I/O; the page decides where a chart goes.
 
 Every chart colours variants with :func:`variant_scale`, so "B" is the same colour on every chart of a
-page. Colours follow :func:`flowlab.analysis.variant_order`, so the same set of variants always gets the
+page. Colours follow :func:`flowlab.analysis.stats.variant_order`, so the same set of variants always gets the
 same colours; pass ``variants=`` (e.g. the split table's variants) to pin them when charts show different
 subsets.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from flowlab.analysis import variant_order
+from flowlab.analysis.stats import variant_order
 
 __all__ = [
     "MAX_CHART_ROWS",
@@ -59,7 +59,7 @@ RULE_COLOUR = "#333333"
 def variant_scale(variants: Iterable[str]) -> alt.Scale:
     """A colour scale that gives each variant the same colour on every chart built from the same labels.
 
-    Real variants take the palette in :func:`~flowlab.analysis.variant_order`; labels in parentheses
+    Real variants take the palette in :func:`~flowlab.analysis.stats.variant_order`; labels in parentheses
     (notes such as "(No matching variant)") get greys.
     """
     domain = variant_order(variants)
@@ -84,7 +84,7 @@ def _checked(frame: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataF
         raise ValueError(f"{what} has no {missing[0]!r} column: it has {have}")
     if len(frame) > MAX_CHART_ROWS:
         raise ValueError(
-            f"{what} has {len(frame):,} rows; charts take the aggregated tables from flowlab.analysis "
+            f"{what} has {len(frame):,} rows; charts take the aggregated tables from flowlab.analysis.stats "
             f"(at most {MAX_CHART_ROWS:,} rows), not a raw run"
         )
     return frame.reset_index(drop=True)
@@ -105,7 +105,7 @@ def _title(text: str, subtitle: str | None = None) -> alt.TitleParams:
 def split_chart(table: pd.DataFrame, *, variants: Sequence[str] | None = None) -> alt.LayerChart:
     """Observed share per variant (bars, 95% Wilson interval) with a tick at the expected share.
 
-    Takes :attr:`SplitHealth.table <flowlab.analysis.SplitHealth>`.
+    Takes :attr:`SplitHealth.table <flowlab.analysis.stats.SplitHealth>`.
     """
     data = _checked(
         table, ["variant", "count", "share", "share_low", "share_high", "expected_share"], "the split table"
@@ -144,7 +144,7 @@ def split_chart(table: pd.DataFrame, *, variants: Sequence[str] | None = None) -
 def conversion_chart(conversion: pd.DataFrame, *, variants: Sequence[str] | None = None) -> alt.LayerChart:
     """Conversion rate per variant with its interval; the control is labelled and drawn as a dashed line.
 
-    Takes the table from :func:`flowlab.analysis.conversion_by_variant`.
+    Takes the table from :func:`flowlab.analysis.stats.conversion_by_variant`.
     """
     data = _checked(
         conversion,
@@ -243,7 +243,7 @@ def breakdown_chart(
 ) -> alt.Chart:
     """Normalised stacked bars: the mix of ``value`` within each level of ``dimension``.
 
-    Takes the table from :func:`flowlab.analysis.breakdown`; levels keep its order (biggest first).
+    Takes the table from :func:`flowlab.analysis.stats.breakdown`; levels keep its order (biggest first).
     """
     data = _checked(breakdown, [dimension, value, "count", "share", "level_count"], "the breakdown table")
     levels = list(dict.fromkeys(data[dimension].astype(str)))
@@ -281,7 +281,7 @@ def breakdown_chart(
 def offers_chart(offers: pd.DataFrame, *, variants: Sequence[str] | None = None) -> alt.Chart:
     """Share of each variant's guests that were shown each offer, offers side by side per variant.
 
-    Takes the table from :func:`flowlab.analysis.offers_by_variant`; offers keep its order.
+    Takes the table from :func:`flowlab.analysis.stats.offers_by_variant`; offers keep its order.
     """
     data = _checked(offers, ["variant", "offer", "count", "guests", "share"], "the offers table")
     offer_order = (
@@ -315,7 +315,7 @@ def offers_chart(offers: pd.DataFrame, *, variants: Sequence[str] | None = None)
 def latency_chart(histogram: pd.DataFrame, *, variants: Sequence[str] | None = None) -> alt.Chart:
     """Latency histogram of successful calls, stacked by variant.
 
-    Takes the pre-binned table from :func:`flowlab.analysis.latency_histogram`.
+    Takes the pre-binned table from :func:`flowlab.analysis.stats.latency_histogram`.
     """
     data = _checked(histogram, ["variant", "bin_start", "bin_end", "count", "share"], "the latency histogram")
     chart: alt.Chart = (
@@ -342,7 +342,7 @@ def latency_chart(histogram: pd.DataFrame, *, variants: Sequence[str] | None = N
 def errors_chart(errors: pd.DataFrame) -> alt.Chart:
     """Failed calls per error type, biggest first, with an example message in the tooltip.
 
-    Takes the table from :func:`flowlab.analysis.errors_by_type`.
+    Takes the table from :func:`flowlab.analysis.stats.errors_by_type`.
     """
     data = _checked(errors, ["error_type", "count", "share", "example"], "the errors table")
     order = data.sort_values("count", ascending=False, kind="stable")["error_type"].astype(str).tolist()
@@ -372,7 +372,7 @@ def power_chart(
 ) -> alt.LayerChart:
     """Power against guests per variant, with the target power dashed and the run's size marked.
 
-    Takes :func:`flowlab.planning.power_curve`; ``guests`` is the run's guests per variant (the smaller
+    Takes :func:`flowlab.analysis.planning.power_curve`; ``guests`` is the run's guests per variant (the smaller
     arm), drawn as a vertical rule so the analyst sees where the run stands on the curve.
     """
     data = _checked(curve, ["guests_per_variant", "power"], "the power curve")
@@ -419,8 +419,8 @@ def budget_chart(
 ) -> alt.FacetChart:
     """Latency distribution per variant (one row each) with the timeout budget drawn as a red rule.
 
-    Takes :func:`flowlab.analysis.latency_histogram`; bars right of the rule are guests who would have
-    seen the default experience (:func:`flowlab.budget.timeout_budget` counts them).
+    Takes :func:`flowlab.analysis.stats.latency_histogram`; bars right of the rule are guests who would have
+    seen the default experience (:func:`flowlab.analysis.budget.timeout_budget` counts them).
     """
     data = _checked(histogram, ["variant", "bin_start", "bin_end", "count", "share"], "the latency histogram")
     order = variant_order(data["variant"].astype(str))

@@ -1,0 +1,118 @@
+"""The sandbox's admin API client (``/sandbox/...``), for the app, notebooks and tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Self
+
+import httpx
+from pydantic import SecretStr
+
+from flowlab.config import load_settings
+from flowlab.errors import APIError
+from flowlab.http import (
+    DEFAULT_TIMEOUT,
+    FlowResponse,
+    connection_error,
+    http_response,
+    require_base_url,
+    status_error,
+    timeout_config,
+)
+
+__all__ = ["SandboxAdmin"]
+
+
+class SandboxAdmin:
+    """The sandbox's admin API (``/sandbox/...``): what it holds, traces, tracking, loading and reset.
+
+    ``admin_token`` (default: the ``FLOWLAB_SANDBOX_ADMIN_TOKEN`` setting; ``""`` for none) is sent as
+    ``Authorization: Bearer`` on every admin call to ``base_url``, and on nothing else: ``is_sandbox()``
+    asks without it, so probing a live tenant never hands it the token.
+    """
+
+    def __init__(
+        self, *, base_url: str, timeout: float = DEFAULT_TIMEOUT, admin_token: str | SecretStr | None = None
+    ) -> None:
+        self.base_url = require_base_url(base_url)
+        if admin_token is None:
+            admin_token = load_settings().sandbox_admin_token
+        token = admin_token.get_secret_value() if isinstance(admin_token, SecretStr) else admin_token
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_config(timeout))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> FlowResponse:
+        started = time.perf_counter()
+        try:
+            raw = self._http.request(method, path, headers=self._auth if auth else None, **kwargs)
+        except httpx.TransportError as exc:
+            raise connection_error(exc, self.base_url + path, None) from exc
+        return http_response(raw, started=started, request=None, attempts=1)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
+        if not response.ok:
+            raise status_error(response)
+        return response.json_body
+
+    def is_sandbox(self) -> bool:
+        """True when the base URL answers like a Flow Lab sandbox (asked without the admin token)."""
+        try:
+            response = self._send("GET", "/sandbox/info", auth=False)
+        except APIError:
+            return False
+        if response.status_code == 401:  # a sandbox with an admin token names its realm
+            return 'realm="flowlab-sandbox"' in response.headers.get("www-authenticate", "")
+        info = response.json_body
+        return response.ok and isinstance(info, dict) and "clientKey" in info
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/sandbox/info"))
+
+    def flows(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/sandbox/flows"))
+
+    def flow(self, friendly_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/sandbox/flows/{friendly_id}"))
+
+    def offers(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/sandbox/offers"))
+
+    def decision_models(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/sandbox/decision-models"))
+
+    def guests(self, *, limit: int = 50, offset: int = 0, **filters: str) -> dict[str, Any]:
+        return dict(
+            self._json("GET", "/sandbox/guests", params={"limit": limit, "offset": offset, **filters})
+        )
+
+    def tracking(self, guest_ref: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/sandbox/guests/{guest_ref}/tracking"))
+
+    def execution(self, ref: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/sandbox/executions/{ref}"))
+
+    def outcomes(self, friendly_id: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/sandbox/flows/{friendly_id}/outcomes"))
+
+    def load_flow(self, definition: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._json("POST", "/sandbox/flows", json=dict(definition)))
+
+    def load_offer(self, offer: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._json("POST", "/sandbox/offers", json=dict(offer)))
+
+    def load_decision_model(self, model: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._json("POST", "/sandbox/decision-models", json=dict(model)))
+
+    def reset(self) -> dict[str, Any]:
+        return dict(self._json("POST", "/sandbox/reset", json={}))
