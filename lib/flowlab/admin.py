@@ -116,3 +116,23 @@ class SandboxAdmin:
 
     def reset(self) -> dict[str, Any]:
         return dict(self._json("POST", "/sandbox/reset", json={}))
+
+    def edge_audiences(self) -> list[dict[str, Any]]:
+        """The Edge tenant's audiences: ``[{id, name, description, rule, evaluation, destinations}]``."""
+        return list(self._json("GET", "/sandbox/edge/audiences"))
+
+    def edge_profiles(self, *, limit: int = 50, offset: int = 0, identity: str = "") -> dict[str, Any]:
+        """``{total, items: [{identity, identities, attributes, audiences: [{id, status, since}]}]}``;
+        ``identity`` is ``NAMESPACE:ID`` (any of a profile's identities finds it)."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if identity:
+            params["identity"] = identity
+        return dict(self._json("GET", "/sandbox/edge/profiles", params=params))
+
+    def edge_clock(self) -> dict[str, Any]:
+        """The simulated Edge clock: ``{now, epochMs}`` (it moves only when told)."""
+        return dict(self._json("GET", "/sandbox/edge/clock"))
+
+    def advance_edge_clock(self, seconds: float) -> dict[str, Any]:
+        """Move the simulated Edge clock forward, so streaming and batch audiences arrive (§5.2)."""
+        return dict(self._json("POST", "/sandbox/edge/clock", json={"advanceSeconds": seconds}))

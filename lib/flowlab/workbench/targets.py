@@ -1,11 +1,18 @@
-"""Where calls go: the built-in sandbox, or a Sitecore Personalize tenant, and the file that remembers them.
+"""Where calls go: the built-in sandbox, a Sitecore Personalize tenant or an AEP Edge org, and the file that
+remembers them.
 
-A target is a base URL plus the tenant's client key and default point of sale. The client key is public (it
-ships in every browser that runs the site, reference §1.4), so it may be saved; nothing secret is ever
+A target has a ``provider``: ``personalize`` (a base URL plus the tenant's client key and default point of
+sale) or ``edge`` (an Edge domain, a datastream id, and for the authenticated Server API an org id and an
+OAuth client id; adobe-edge-personalization.md §2.1-2.2). The client key is public (it ships in every
+browser that runs the site, reference §1.4), and so are Edge client and org ids (Adobe sends them as
+headers, §0.2), so they may be saved. Nothing secret is ever
 written: the file holds only the fields named in ``SAVED_FIELDS``, and anything else found in it (say an
 ``apiToken`` someone pasted in) is dropped on the next save. Secrets belong in environment variables or
 Streamlit secrets: a base URL with a password (``user:pass@``) or a secret-looking query parameter
 (``?api_token=``) is refused with a message that says so, and URLs are redacted on the way to the file.
+
+The Edge client secret never has a field here: it comes from ``FLOWLAB_EDGE_CLIENT_SECRET`` or Streamlit
+secrets when a call is made. Files written before Edge existed load as ``personalize`` targets.
 
 The built-in sandbox is never saved: it runs in-process on a port picked at start-up.
 """
@@ -15,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from flowlab.config import REGIONS, Settings, load_settings
 from flowlab.errors import ConfigError, FieldProblem
@@ -23,21 +30,44 @@ from flowlab.jsonfile import JsonFile
 from flowlab.redaction import WHERE_SECRETS_GO, redact_url, secret_parts
 
 __all__ = [
+    "CONFIGURED_EDGE_NAME",
     "CONFIGURED_NAME",
+    "EDGE_SANDBOX_NAME",
+    "PROVIDERS",
     "SANDBOX_NAME",
     "SAVED_FIELDS",
     "TARGETS_FILE",
     "Target",
     "TargetError",
     "TargetStore",
+    "configured_edge_target",
     "configured_target",
 ]
 
 TARGETS_FILE = "targets.json"
 SANDBOX_NAME = "Sandbox (built-in)"
 CONFIGURED_NAME = "Configured tenant (env)"
-#: The only keys a saved target may have on disk.
-SAVED_FIELDS = ("name", "region", "baseUrl", "clientKey", "pointOfSale", "isSandbox")
+EDGE_SANDBOX_NAME = "Sandbox (built-in) · AEP Edge"
+CONFIGURED_EDGE_NAME = "Configured Edge org (env)"
+_RESERVED = (SANDBOX_NAME, CONFIGURED_NAME, EDGE_SANDBOX_NAME, CONFIGURED_EDGE_NAME)
+Provider = Literal["personalize", "edge"]
+#: Provider → the name people know it by.
+PROVIDERS: dict[str, str] = {"personalize": "Sitecore Personalize", "edge": "AEP Edge"}
+#: The only keys a saved target may have on disk (no secret among them).
+SAVED_FIELDS = (
+    "name",
+    "provider",
+    "region",
+    "baseUrl",
+    "clientKey",
+    "pointOfSale",
+    "isSandbox",
+    "datastreamId",
+    "orgId",
+    "clientId",
+    "locationHint",
+)
+_HINT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _RECENT_LIMIT = 10
 
 
@@ -63,6 +93,12 @@ class Target:
     is_sandbox: bool = False
     region: str | None = None
     builtin: bool = False
+    provider: Provider = "personalize"
+    #: AEP Edge only (§2.2): the datastream, and for the authenticated Server API the IMS org and client id.
+    datastream_id: str = ""
+    org_id: str = ""
+    client_id: str = ""
+    location_hint: str | None = None
 
     @property
     def label(self) -> str:
@@ -70,7 +106,20 @@ class Target:
         return "SANDBOX" if self.is_sandbox else "LIVE"
 
     @property
+    def is_edge(self) -> bool:
+        return self.provider == "edge"
+
+    @property
+    def provider_name(self) -> str:
+        return PROVIDERS[self.provider]
+
+    @property
     def description(self) -> str:
+        if self.is_edge:
+            if self.is_sandbox:
+                return "Flow Lab sandbox: AEP Edge Network (offline)"
+            auth = f"client {self.client_id}" if self.client_id else "unauthenticated edge (no attributes)"
+            return f"AEP Edge, datastream {self.datastream_id}, {auth}"
         where = f"Sitecore Personalize, region {self.region.upper()}" if self.region else self.base_url
         return "Flow Lab sandbox tenant (offline)" if self.is_sandbox else where
 
@@ -93,22 +142,13 @@ class Target:
         name = name.strip()
         if not name:
             problems.append(FieldProblem("name", "give the target a name, e.g. 'Acme EU production'"))
-        elif name in (SANDBOX_NAME, CONFIGURED_NAME):
+        elif name in _RESERVED:
             problems.append(FieldProblem("name", f"'{name}' is reserved: pick another name"))
         url = (base_url or "").strip().rstrip("/")
         region = (region or "").strip().lower() or None
-        secrets = secret_parts(url) if url else []
-        if url and not url.startswith(("http://", "https://")):
-            shown = redact_url(url) if "://" in url or "@" not in url else "***"
-            problems.append(FieldProblem("base_url", f"'{shown}' must start with https:// (or http://)"))
-        elif secrets:
-            problems.append(
-                FieldProblem(
-                    "base_url",
-                    f"the base URL carries {' and '.join(secrets)}: remove "
-                    f"{'them' if len(secrets) > 1 else 'it'}; {WHERE_SECRETS_GO}",
-                )
-            )
+        url_problem = _url_problem(url)
+        if url_problem is not None:
+            problems.append(url_problem)
         elif not url and region is None:
             problems.append(FieldProblem("base_url", "pick a region or enter a base URL"))
         elif not url and region not in REGIONS:
@@ -124,15 +164,87 @@ class Target:
             raise TargetError(problems)
         return cls(name, url, key, point_of_sale.strip(), is_sandbox, region)
 
+    @classmethod
+    def edge(
+        cls,
+        name: str,
+        *,
+        base_url: str,
+        datastream_id: str,
+        org_id: str = "",
+        client_id: str = "",
+        location_hint: str | None = None,
+        is_sandbox: bool = False,
+    ) -> Target:
+        """An AEP Edge org: the Edge domain (https://server.adobedc.net for the authenticated Server API,
+        https://edge.adobedc.net without a token), the datastream, and org + client id for the token.
+        There is no secret argument: the secret is read from the environment when a call is made."""
+        problems: list[FieldProblem] = []
+        name = name.strip()
+        if not name:
+            problems.append(FieldProblem("name", "give the target a name, e.g. 'Acme web (AEP)'"))
+        elif name in _RESERVED:
+            problems.append(FieldProblem("name", f"'{name}' is reserved: pick another name"))
+        url = base_url.strip().rstrip("/")
+        url_problem = _url_problem(url)
+        if url_problem is not None:
+            problems.append(url_problem)
+        elif not url:
+            problems.append(
+                FieldProblem(
+                    "base_url",
+                    "enter the Edge domain: https://server.adobedc.net (with a client id) or "
+                    "https://edge.adobedc.net (unauthenticated: audiences only)",
+                )
+            )
+        datastream = datastream_id.strip()
+        if not datastream:
+            problems.append(
+                FieldProblem("datastream_id", "enter the datastream id (Data Collection → Datastreams)")
+            )
+        elif any(ch.isspace() for ch in datastream):
+            problems.append(
+                FieldProblem("datastream_id", "the datastream id has spaces in it: paste it again")
+            )
+        org, client = org_id.strip(), client_id.strip()
+        if client and not org:
+            problems.append(
+                FieldProblem("org_id", "an authenticated call needs the IMS org id too, e.g. ABC123@AdobeOrg")
+            )
+        if org and not org.endswith("@AdobeOrg"):
+            problems.append(FieldProblem("org_id", f"'{org}' is not an IMS org id: it ends in @AdobeOrg"))
+        hint = (location_hint or "").strip().lower() or None
+        if hint is not None and (len(hint) > 16 or not set(hint) <= _HINT_CHARS):
+            problems.append(
+                FieldProblem("location_hint", f"'{hint}' is not a location hint: use or2, va6, irl1, ind1…")
+            )
+        if problems:
+            raise TargetError(problems)
+        return cls(
+            name,
+            url,
+            is_sandbox=is_sandbox,
+            provider="edge",
+            datastream_id=datastream,
+            org_id=org,
+            client_id=client,
+            location_hint=hint,
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The saved form: only ``SAVED_FIELDS``, never anything secret."""
         data = {
             "name": self.name,
+            "provider": self.provider,
             "region": self.region,
             "baseUrl": redact_url(self.base_url),
             "clientKey": self.client_key,
             "pointOfSale": self.point_of_sale,
             "isSandbox": self.is_sandbox,
+            "datastreamId": self.datastream_id,
+            "orgId": self.org_id,
+            "clientId": self.client_id,
+            "locationHint": self.location_hint,
         }
         assert tuple(data) == SAVED_FIELDS
         return data
@@ -143,6 +255,21 @@ class Target:
         if not isinstance(data, dict):
             raise TargetError([FieldProblem("", "a saved target must be a JSON object")])
         text: dict[str, str] = {k: v for k in SAVED_FIELDS if isinstance(v := data.get(k), str)}
+        provider = data.get("provider", "personalize")  # files from before Edge have no provider
+        if provider == "edge":
+            return cls.edge(
+                text.get("name", ""),
+                base_url=text.get("baseUrl", ""),
+                datastream_id=text.get("datastreamId", ""),
+                org_id=text.get("orgId", ""),
+                client_id=text.get("clientId", ""),
+                location_hint=text.get("locationHint"),
+                is_sandbox=data.get("isSandbox") is True,
+            )
+        if provider != "personalize":
+            raise TargetError(
+                [FieldProblem("provider", f"unknown provider {provider!r}: use personalize or edge")]
+            )
         return cls.sitecore(
             text.get("name", ""),
             client_key=text.get("clientKey", ""),
@@ -161,6 +288,39 @@ def configured_target(settings: Settings | None = None) -> Target | None:
         return None
     region = next((r for r, u in REGIONS.items() if u == url), None)
     return Target(CONFIGURED_NAME, url, settings.client_key, settings.point_of_sale, region=region)
+
+
+def configured_edge_target(settings: Settings | None = None) -> Target | None:
+    """The Edge org named by ``FLOWLAB_EDGE_BASE_URL`` + ``FLOWLAB_EDGE_DATASTREAM_ID``, if any."""
+    settings = settings or load_settings()
+    if not settings.edge_base_url or not settings.edge_datastream_id:
+        return None
+    return Target(
+        CONFIGURED_EDGE_NAME,
+        settings.edge_base_url.rstrip("/"),
+        provider="edge",
+        datastream_id=settings.edge_datastream_id,
+        org_id=settings.edge_org_id or "",
+        client_id=settings.edge_client_id or "",
+        location_hint=settings.edge_region,
+    )
+
+
+def _url_problem(url: str) -> FieldProblem | None:
+    """A base URL that is not http(s) or carries a secret (``user:pass@``, ``?api_token=``)."""
+    if not url:
+        return None
+    if not url.startswith(("http://", "https://")):
+        shown = redact_url(url) if "://" in url or "@" not in url else "***"
+        return FieldProblem("base_url", f"'{shown}' must start with https:// (or http://)")
+    secrets = secret_parts(url)
+    if secrets:
+        return FieldProblem(
+            "base_url",
+            f"the base URL carries {' and '.join(secrets)}: remove "
+            f"{'them' if len(secrets) > 1 else 'it'}; {WHERE_SECRETS_GO}",
+        )
+    return None
 
 
 class TargetStore:
@@ -213,7 +373,7 @@ class TargetStore:
 
     def save(self, target: Target) -> None:
         """Add a target, or replace the one with the same name."""
-        if target.builtin or target.name in (SANDBOX_NAME, CONFIGURED_NAME):
+        if target.builtin or target.name in _RESERVED:
             raise TargetError([FieldProblem("name", f"'{target.name}' is not saved: it is built in")])
         targets, recent = self._load()
         for i, existing in enumerate(targets):
