@@ -8,6 +8,12 @@
 
 from __future__ import annotations
 
+from flowlab.analysis.membership import (
+    attribute_summary,
+    membership_dimensions,
+    membership_rates,
+    membership_sentence,
+)
 from flowlab.analysis.stats import (
     ALL,
     MIN_PER_VARIANT,
@@ -57,6 +63,7 @@ __all__ = [
     "SplitHealth",
     "always_valid_interval",
     "always_valid_p_value",
+    "attribute_summary",
     "breakdown",
     "budget_sentence",
     "compare_runs",
@@ -67,6 +74,9 @@ __all__ = [
     "join_outcomes",
     "latency_histogram",
     "latency_summary",
+    "membership_dimensions",
+    "membership_rates",
+    "membership_sentence",
     "minimum_detectable_effect",
     "offers_by_variant",
     "peeking_path",
