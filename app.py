@@ -31,6 +31,8 @@ PAGES = [
     st.Page("app_pages/preview.py", title="Preview", icon=":material/visibility:", default=True),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("app_pages/history.py", title="History", icon=":material/history:"),
+    st.Page("app_pages/edge_preview.py", title="Edge preview", icon=":material/person_search:"),
+    st.Page("app_pages/journey.py", title="Journey", icon=":material/timeline:"),
     st.Page("app_pages/sandbox.py", title="Sandbox", icon=":material/science:"),
     st.Page("app_pages/batch.py", title="Batch run", icon=":material/playlist_play:"),
     st.Page("app_pages/analysis.py", title="Analysis", icon=":material/analytics:"),

@@ -6,10 +6,11 @@ import streamlit as st
 
 from ui import history
 from ui.history_view import show_entries, show_exports
-from ui.target import current_target, page_header
+from ui.target import current_target, page_header, sitecore_only
 
 target = current_target()
 page_header("History", "Every call of this session, newest first: re-run one, or export them.", target)
+sitecore_only(target, "History")
 previews = history.entries()
 if previews:
     show_exports(previews)

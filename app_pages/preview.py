@@ -14,7 +14,7 @@ from ui.form import (
     submit,
 )
 from ui.response import show_preview
-from ui.target import current_target, live_call_allowed, page_header
+from ui.target import current_target, live_call_allowed, page_header, sitecore_only
 from ui.text import plain
 
 target = current_target()
@@ -25,6 +25,7 @@ page_header(
     else "What will this guest see? Fill in the flow, point of sale and guest, press Call flow.",
     target,
 )
+sitecore_only(target, "Preview")
 
 prepare_form(target)
 form, result = st.columns([9, 11], gap="large")
