@@ -1,4 +1,4 @@
-"""The command line: ``python -m flowlab sandbox|call|batch|edge`` (design.md, "The CLI contract").
+"""The command line: ``python -m flowlab sandbox|import|call|batch|edge`` (design.md, "The CLI contract").
 
 Without ``--base-url`` (or ``FLOWLAB_BASE_URL`` / ``FLOWLAB_REGION``; ``FLOWLAB_EDGE_BASE_URL`` for ``edge``),
 ``call``, ``batch`` and ``edge`` start a sandbox in-process and use its demo client key (for ``edge``: its
@@ -123,6 +123,9 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         parse_faults(args.faults)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    for folder in args.load:
+        if not Path(folder).is_dir():
+            raise UsageError(f"--load {folder}: not a folder; give a Sitecore export folder")
 
     def announce(url: str) -> None:
         sys.stderr.write(
@@ -141,8 +144,35 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         admin_token=args.admin_token or settings.sandbox_admin_token,
         replay=args.replay,
         replay_latency=args.replay_latency,
+        load=args.load,
     )
     return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    """Zip an export folder and load it into a sandbox; exit 1 when a definition was skipped (#11)."""
+    from flowlab.sandbox.personalize.importer import DEFINITION_KINDS, report_table, zip_folder
+
+    if not Path(args.folder).is_dir():
+        raise UsageError(f"{args.folder}: not a folder; give a Sitecore export folder")
+    archive = zip_folder(args.folder)
+    base_url = resolve_base_url(base_url=args.base_url) or settings.target_url
+    if base_url is not None:
+        with SandboxAdmin(base_url=base_url) as admin:
+            report = admin.import_export(archive)
+    else:  # no sandbox given: check the folder against one started for this command
+        from flowlab.sandbox import SandboxServer
+
+        with SandboxServer() as sandbox, SandboxAdmin(base_url=sandbox.url) as admin:
+            report = admin.import_export(archive)
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        sys.stdout.write(report_table(report, all_files=args.all_files) + "\n")
+    skipped = [
+        i for i in report.get("items", []) if i["status"] == "skipped" and i["kind"] in DEFINITION_KINDS
+    ]
+    return EXIT_API if skipped else 0
 
 
 def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
@@ -352,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m flowlab", description="Flow Lab: call personalization flows."
     )
     parser.add_argument("--version", action="version", version=f"flowlab {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sandbox,call,batch,edge}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sandbox,import,call,batch,edge}")
 
     sb = sub.add_parser("sandbox", help="serve the sandbox tenant on loopback")
     sb.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -377,7 +407,27 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument(
         "--replay-latency", action="store_true", help="with --replay: wait each answer's recorded latency"
     )
+    sb.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="import this Sitecore Personalize export folder first (repeat for more; kept across resets)",
+    )
     sb.set_defaults(func=cmd_sandbox)
+
+    imp = sub.add_parser("import", help="load a Sitecore Personalize export folder into a sandbox")
+    imp.add_argument("folder", metavar="DIR", help="the export folder (folder-per-asset or flat layout)")
+    imp.add_argument(
+        "--base-url",
+        help="the running sandbox to load it into (default: FLOWLAB_BASE_URL, else a sandbox started for "
+        "this command, which checks the folder)",
+    )
+    imp.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    imp.add_argument(
+        "--all-files", action="store_true", help="list every file, companions and non-definitions too"
+    )
+    imp.set_defaults(func=cmd_import)
 
     call = sub.add_parser("call", help="execute a flow once and print the response body")
     _add_target(call)

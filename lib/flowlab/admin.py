@@ -54,7 +54,8 @@ class SandboxAdmin:
     def _send(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> FlowResponse:
         started = time.perf_counter()
         try:
-            raw = self._http.request(method, path, headers=self._auth if auth else None, **kwargs)
+            headers = {**(self._auth if auth else {}), **kwargs.pop("headers", {})}
+            raw = self._http.request(method, path, headers=headers or None, **kwargs)
         except httpx.TransportError as exc:
             raise connection_error(exc, self.base_url + path, None) from exc
         return http_response(raw, started=started, request=None, attempts=1)
@@ -116,6 +117,11 @@ class SandboxAdmin:
 
     def reset(self) -> dict[str, Any]:
         return dict(self._json("POST", "/sandbox/reset", json={}))
+
+    def import_export(self, archive: bytes) -> dict[str, Any]:
+        """Load a zip of a Sitecore export folder; the import report (``POST /sandbox/import``, #11)."""
+        headers = {"Content-Type": "application/zip"}
+        return dict(self._json("POST", "/sandbox/import", content=archive, headers=headers))
 
     def edge_audiences(self) -> list[dict[str, Any]]:
         """The Edge tenant's audiences: ``[{id, name, description, rule, evaluation, destinations}]``."""

@@ -625,7 +625,7 @@ _DELETE = object()
         (_set("nodes/1/id", "n-tier"), "Hero Offer", "id", "used by another node"),
         (_set("nodes/1/name", " Guest Tier "), " Guest Tier ", "name", "same name"),
         (_set("nodes/1/name", ""), "nodes[1]", "name", "non-empty name"),
-        (_set("nodes/1/type", "connection"), "Hero Offer", "type", "not supported"),
+        (_set("nodes/1/type", "webhook"), "Hero Offer", "type", "not supported"),
         (_set("nodes/0/outputReference", "guest tier"), "Guest Tier", "outputReference", "identifier"),
         (_set("nodes/0/outputReference", "guest"), "Guest Tier", "outputReference", "hide the global"),
         (_set("nodes/0/outputReference", "JSON"), "Guest Tier", "outputReference", "built-in"),
@@ -633,7 +633,7 @@ _DELETE = object()
         (_set("nodes/0/source", ""), "Guest Tier", "source", "needs its JavaScript"),
         (_set("nodes/0/source", "(function () { return 1 +; })();"), "Guest Tier", "source", "SyntaxError"),
         (_set("nodes/0/outputType", 5), "Guest Tier", "outputType", "must be a string"),
-        (_set("nodes/1/hitPolicy", "UNIQUE"), "Hero Offer", "hitPolicy", "FIRST only"),
+        (_set("nodes/1/hitPolicy", "BEST"), "Hero Offer", "hitPolicy", "not supported"),
         (_set("nodes/1/inputs", "tier"), "Hero Offer", "inputs", "must be a list"),
         (_set("nodes/1/inputs/0", "tier"), "Hero Offer", "inputs[0]", "must be an object"),
         (

@@ -26,7 +26,14 @@ from flowlab.errors import RunStoreError
 from flowlab.sandbox.access import AdminAccess, AdminGuard, RealApiCors, require_json
 from flowlab.sandbox.edge.routes import EdgeGateway, EdgeService, register as register_edge
 from flowlab.sandbox.edge.tenant import EdgeTenant
-from flowlab.sandbox.errors import BadRequest, NotFound, SandboxError, Unauthorized, error_body
+from flowlab.sandbox.errors import (
+    BadRequest,
+    NotFound,
+    SandboxError,
+    Unauthorized,
+    UnsupportedMediaType,
+    error_body,
+)
 from flowlab.sandbox.faults import FaultInjector, Knobs, parse_faults, parse_latency
 from flowlab.sandbox.limits import BodyLimit, parse_json
 from flowlab.sandbox.openapi import (
@@ -35,6 +42,7 @@ from flowlab.sandbox.openapi import (
     CALL_FLOWS_BODY,
     DECISION_MODEL_BODY,
     FLOW_BODY,
+    IMPORT_BODY,
     KNOBS_BODY,
     OFFER_BODY,
     REAL_API_FAULTS,
@@ -45,6 +53,7 @@ from flowlab.sandbox.openapi import (
     truthful_openapi,
 )
 from flowlab.sandbox.personalize.engine import Engine, Execution, unit_hash
+from flowlab.sandbox.personalize.importer import ImportReport, import_folder, import_zip
 from flowlab.sandbox.personalize.replay import Replay
 from flowlab.sandbox.personalize.store import Tenant
 
@@ -62,6 +71,8 @@ class SandboxApp(FastAPI):
     access: AdminAccess
     edge: EdgeService
     replay: Replay
+    #: what each ``load`` folder of ``create_app`` became (sandbox --load), in order
+    load_reports: list[ImportReport]
 
 
 def _error(exc: SandboxError) -> JSONResponse:
@@ -79,16 +90,19 @@ def create_app(
     admin_token: str | SecretStr | None = None,
     replay: Sequence[str | Path] = (),
     replay_latency: bool = False,
+    load: Sequence[str | Path] = (),
 ) -> SandboxApp:
     """A sandbox app on a fresh demo tenant (or ``tenant``), with optional latency and faults.
 
     ``host`` is the address it will be bound to and ``admin_token`` the admin API's bearer token
     (``access.py``: who may use ``/sandbox/…``). ``replay``: run stores whose recorded answers callFlows
-    serves instead of the engine (``replay.py``), with their latency if ``replay_latency``.
+    serves instead of the engine (``replay.py``), with their latency if ``replay_latency``. ``load``:
+    Sitecore export folders to import (``importer.py``), kept across resets; reports in ``load_reports``.
     """
     app = SandboxApp(title="Flow Lab sandbox tenant", version=__version__, docs_url="/sandbox/docs",
                      openapi_url="/sandbox/openapi.json", redoc_url=None)  # fmt: skip
     app.tenant = tenant or Tenant()
+    app.load_reports = [import_folder(app.tenant, folder, keep=True) for folder in load]
     app.engine = Engine(app.tenant, strict_pos=strict_pos)
     app.knobs = Knobs.from_specs(latency_ms, faults, seed)
     token = SecretStr(admin_token) if isinstance(admin_token, str) else admin_token
@@ -358,6 +372,24 @@ def create_app(
         app.tenant.reset()
         app.edge.reset()
         return {"status": "OK", "message": "back to the demo data"}
+
+    @app.post(
+        "/sandbox/import",
+        tags=["Sandbox"],
+        responses=errors(*ADMIN_WRITE_ERRORS),
+        openapi_extra=IMPORT_BODY,
+    )
+    async def import_export(request: Request) -> dict[str, Any]:
+        """Load a zip of a Sitecore export folder; the report lists every file, loaded or skipped (#11)."""
+        media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if media not in ("application/zip", "application/x-zip-compressed"):
+            raise UnsupportedMediaType(
+                "POST /sandbox/import takes a zip: send Content-Type: application/zip",
+                f"got {media or 'no content type'!r}; python -m flowlab import DIR zips and sends a folder",
+            )
+        data = await request.body()
+        report = await asyncio.to_thread(import_zip, app.tenant, data)
+        return report.to_json()
 
     @app.get("/sandbox/replay", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))
     async def get_replay() -> dict[str, Any]:

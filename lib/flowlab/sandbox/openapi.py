@@ -26,6 +26,7 @@ __all__ = [
     "CALL_FLOWS_BODY",
     "DECISION_MODEL_BODY",
     "FLOW_BODY",
+    "IMPORT_BODY",
     "KNOBS_BODY",
     "OFFER_BODY",
     "REAL_API_FAULTS",
@@ -54,7 +55,7 @@ _WHY = {
     403: "A page of another origin, or an admin write on a sandbox bound off loopback without a token",
     404: "No such flow, guest, execution or browser; while replaying, no recorded answer for the guest",
     413: "The request body is over the 1 MiB limit",
-    415: "Admin writes take Content-Type: application/json",
+    415: "Admin writes take Content-Type: application/json (POST /sandbox/import: application/zip)",
     421: "The Host header does not name this sandbox (DNS rebinding is refused)",
     429: "Injected by the --faults knob (with Retry-After)",
     500: "The flow failed (a condition, programmable or template), or injected by the --faults knob",
@@ -158,6 +159,15 @@ KNOBS_BODY: dict[str, Any] = {
         "faults": {"type": ["string", "object"]},
         "retryAfterS": {"type": ["number", "string"]},
     },
+}
+
+#: POST /sandbox/import: a zip of a Sitecore export folder (importer.py caps files and inflated size)
+IMPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A zip of an export folder (folder-per-asset or flat layout), at most 1 MiB",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    }
 }
 
 RESET_BODY: dict[str, Any] = {"type": "object", "description": "Nothing to say: send {}"}

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from flowlab.sandbox.access import exposure_warning
 from flowlab.sandbox.app import SandboxApp, create_app
 from flowlab.sandbox.faults import ResetConnection
+from flowlab.sandbox.personalize.importer import report_table
 
 __all__ = ["SandboxServer", "serve", "serve_forever"]
 
@@ -110,10 +111,11 @@ class SandboxServer:
         admin_token: str | SecretStr | None = None,
         replay: Sequence[str | Path] = (),
         replay_latency: bool = False,
+        load: Sequence[str | Path] = (),
     ) -> None:
         self.app = app or create_app(
             latency_ms=latency_ms, faults=faults, seed=seed, host=host, admin_token=admin_token,
-            replay=replay, replay_latency=replay_latency,
+            replay=replay, replay_latency=replay_latency, load=load,
         )  # fmt: skip
         self.app.access.host = host
         #: why the replay its starter asked for is off (a file that is not a run store); "" if none
@@ -189,16 +191,20 @@ def serve_forever(
     admin_token: str | SecretStr | None = None,
     replay: Sequence[str | Path] = (),
     replay_latency: bool = False,
+    load: Sequence[str | Path] = (),
 ) -> None:
     """Serve in the foreground until Ctrl+C (``python -m flowlab sandbox``); ``announce(url)`` once bound.
 
     ``replay``: run stores to answer callFlows from (``replay.py``); read before the port is bound, so a
     file that is not a run store stops the command with a ``RunStoreError`` and nothing listens.
+    ``load``: Sitecore export folders to import first (importer.py); their reports go to stderr.
     """
     app = create_app(
         latency_ms=latency_ms, faults=faults, host=host, admin_token=admin_token,
-        replay=replay, replay_latency=replay_latency,
+        replay=replay, replay_latency=replay_latency, load=load,
     )  # fmt: skip
+    for folder, report in zip(load, app.load_reports, strict=True):
+        sys.stderr.write(f"imported {folder}:\n{report_table(report.to_json())}\n")
     sock = _bind(host, port)
     # The demo data lives as long as the process: keep it out of every garbage collection. Only here,
     # where the sandbox owns the process; the in-thread sandbox never changes its host's GC.

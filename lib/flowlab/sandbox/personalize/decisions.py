@@ -98,6 +98,8 @@ class ModelResult:
     logs: list[str]
     #: ``{node name: {label: value}}`` for every decision table, hit or not: why a table did not match.
     table_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Why the evaluation stopped and the flow fails (a connection node, not run yet), else None.
+    failure: str | None = None
 
     @property
     def error(self) -> bool:
@@ -436,6 +438,10 @@ def _resolve(value: Any, steps: tuple[str | int, ...]) -> Any:
 
 # ---- compiled nodes -------------------------------------------------------------------------------------
 
+HIT_POLICIES: Final = ("UNIQUE", "FIRST", "ANY", "RULE ORDER", "COLLECT")
+AGGREGATIONS: Final = ("SUM", "COUNT", "MIN", "MAX")
+_NUMBER_TYPES: Final = frozenset({"integer", "long", "int", "double", "number", "float"})
+
 
 @dataclass(frozen=True, slots=True)
 class _Programmable:
@@ -444,7 +450,7 @@ class _Programmable:
     output_reference: str
     output_type: str
     script: Script
-    depends_on: tuple[str, ...]  # ids of programmables whose output it reads
+    depends_on: tuple[str, ...]  # ids of the nodes whose outputs it reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +465,16 @@ class _Rule:
     rule_id: str
     tests: tuple[tuple[int, Predicate], ...]  # (input column, predicate); ANY columns left out
     outputs: tuple[str | int | float | bool | None, ...]
+    #: (input column, path of another variable, negated): entries that name a variable, not a value
+    refs: tuple[tuple[int, Path, bool], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    label: str
+    path: Path | None  # a dotted path, or None for a JavaScript input
+    script: Script | None
+    type_ref: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,46 +482,65 @@ class _Table:
     id: str
     name: str
     labels: tuple[str, ...]
-    paths: tuple[Path, ...]
+    inputs: tuple[_Input, ...]
     outputs: tuple[_Output, ...]
     rules: tuple[_Rule, ...]
     depends_on: tuple[str, ...]
+    hit_policy: str = "FIRST"
+    aggregation: str | None = None
 
 
-_NodeType = Literal["programmable", "decisionTable"]
+@dataclass(frozen=True, slots=True)
+class _Connection:
+    id: str
+    name: str
+    output_reference: str
+    connection: Mapping[str, Any]  # the connection JSON, secrets already masked
+    depends_on: tuple[str, ...]
+
+
+_Compiled = _Programmable | _Table | _Connection
+_NodeType = Literal["programmable", "decisionTable", "connection"]
+
+
+class _TableFailure(Exception):
+    """A hit policy was violated (UNIQUE or ANY): the node fails, with this message."""
 
 
 class DecisionModel:
     """A parsed, compiled decision model; :meth:`evaluate` it once per request, from any thread."""
 
-    def __init__(
-        self,
-        *,
-        ref: str,
-        name: str,
-        variant_name: str,
-        programmables: Sequence[_Programmable],
-        tables: Sequence[_Table],
-    ) -> None:
+    def __init__(self, *, ref: str, name: str, variant_name: str, nodes: Sequence[_Compiled]) -> None:
         self.ref = ref
         self.name = name
         self.variant_name = variant_name
-        self._programmables = tuple(programmables)
-        self._tables = tuple(tables)
+        self._nodes = tuple(nodes)
 
     def __repr__(self) -> str:
-        counts = f"{len(self._programmables)} programmables, {len(self._tables)} tables"
+        kinds = [type(n).__name__.strip("_").lower() for n in self._nodes]
+        counts = ", ".join(f"{kinds.count(k)} {k}s" for k in ("programmable", "table", "connection"))
         return f"<DecisionModel {self.name!r} ({counts})>"
 
     @property
     def scripts(self) -> list[tuple[str, Script]]:
-        """(node name, script) of the programmables, in evaluation order."""
-        return [(p.name, p.script) for p in self._programmables]
+        """(node name, script) of the programmables and JavaScript table inputs, in evaluation order."""
+        out: list[tuple[str, Script]] = []
+        for node in self._nodes:
+            if isinstance(node, _Programmable):
+                out.append((node.name, node.script))
+            elif isinstance(node, _Table):
+                out.extend((node.name, i.script) for i in node.inputs if i.script is not None)
+        return out
 
     @property
     def node_ids(self) -> list[str]:
         """Node ids in evaluation order."""
-        return [p.id for p in self._programmables] + [t.id for t in self._tables]
+        return [n.id for n in self._nodes]
+
+    @property
+    def connections(self) -> list[tuple[str, Mapping[str, Any]]]:
+        """(node name, connection JSON with secrets masked) of the connection nodes."""
+        return [(n.name, n.connection) for n in self._nodes if isinstance(n, _Connection)]
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, runtime: ScriptRuntime) -> DecisionModel:
@@ -522,10 +557,11 @@ class DecisionModel:
         entity: Mapping[str, Any] | None = None,
         before_script: Callable[[int, Script], None] | None = None,
     ) -> ModelResult:
-        """Run the programmables, then the tables; a failing script is a node error, never an exception.
+        """Run the nodes in dependency order; a failing script or table is a node error, never an exception.
 
-        ``before_script(i, script)`` is called before programmable ``i`` runs (the guest-code worker marks
-        its steps and refuses quarantined scripts there); what it raises propagates.
+        ``before_script(i, script)`` is called before script ``i`` of :attr:`scripts` runs (the guest-code
+        worker marks its steps and refuses quarantined scripts there); what it raises propagates. A
+        connection node stops the evaluation: :attr:`ModelResult.failure` says why (not run yet).
         """
         scope: dict[str, Any] = {"guest": guest, "request": request, "pos": pos, "entity": entity}
         nodes: list[dict[str, Any]] = []
@@ -534,60 +570,77 @@ class DecisionModel:
         rows_hit: list[dict[str, Any]] = []
         table_inputs: dict[str, dict[str, Any]] = {}
         error = False
-        if self._programmables:
-            values: dict[str, Any] = dict(scope)
-            if len(self._programmables) > 1 and guest is not None:
-                values["guest"] = SharedJSON(guest)  # encoded and parsed once for all programmables
-            for position, node in enumerate(self._programmables):
-                if before_script is not None:
-                    before_script(position, node.script)
-                started = time.perf_counter()
+        failure: str | None = None
+        values: dict[str, Any] = dict(scope)
+        if guest is not None and len(self.scripts) > 1:
+            values["guest"] = SharedJSON(guest)  # encoded and parsed once for all scripts
+        position = 0
+
+        def run(script: Script) -> Any:
+            nonlocal position
+            if before_script is not None:
+                before_script(position, script)
+            position += 1
+            result = script.run(values)
+            logs.extend(result.logs)
+            return result.value
+
+        for node in self._nodes:
+            started = time.perf_counter()
+            if isinstance(node, _Programmable):
                 try:
-                    result = node.script.run(values)
+                    value = run(node.script)
                 except ScriptError as exc:
-                    elapsed = (time.perf_counter() - started) * 1000
                     logs.extend(exc.logs)
                     error = True
                     scope[node.output_reference] = values[node.output_reference] = None
-                    nodes.append(_node(node.id, node.name, "programmable", elapsed, node.depends_on, []))
-                    nodes[-1]["error"] = True
-                    nodes[-1]["errorCause"] = str(exc)
+                    nodes.append(_node(node.id, node.name, "programmable", _ms(started), node.depends_on, []))
+                    nodes[-1].update(error=True, errorCause=str(exc))
                     continue
-                elapsed = (time.perf_counter() - started) * 1000
-                logs.extend(result.logs)
-                scope[node.output_reference] = values[node.output_reference] = result.value
-                outputs = [{node.output_reference: result.value}]
-                nodes.append(_node(node.id, node.name, "programmable", elapsed, node.depends_on, outputs))
-        for table in self._tables:
-            started = time.perf_counter()
-            inputs = [_resolve(scope.get(root), steps) for root, steps in table.paths]
-            outputs = []
-            for index, rule in enumerate(table.rules):
-                for column, test in rule.tests:
-                    if not test(inputs[column]):
-                        break
-                else:
-                    row: dict[str, Any] = {"ruleId": rule.rule_id}
-                    for out, value in zip(table.outputs, rule.outputs, strict=True):
-                        if out.is_offer:
-                            if value is not None:
-                                offer_refs.append(str(value))
-                            row[out.name] = (
-                                {"type": out.type_ref, "value": value} if value is not None else None
-                            )
-                        else:
-                            row[out.name] = value
-                    outputs.append(row)
-                    labelled = dict(zip(table.labels, inputs, strict=True))
-                    rows_hit.append(
-                        {"node": table.name, "ruleId": rule.rule_id, "ruleIndex": index, "inputs": labelled}
-                    )
-                    break
+                scope[node.output_reference] = values[node.output_reference] = value
+                outputs: list[dict[str, Any]] = [{node.output_reference: value}]
+                nodes.append(
+                    _node(node.id, node.name, "programmable", _ms(started), node.depends_on, outputs)
+                )
+            elif isinstance(node, _Connection):
+                failure = (
+                    f"connection '{node.connection.get('name') or node.name}' is not run yet by the sandbox: "
+                    "connections arrive in a later release"
+                )
+                error = True
+                nodes.append(_node(node.id, node.name, "connection", _ms(started), node.depends_on, []))
+                nodes[-1].update(error=True, errorCause=failure)
+                break
             else:
-                labelled = dict(zip(table.labels, inputs, strict=True))
-            table_inputs[table.name] = labelled
-            elapsed = (time.perf_counter() - started) * 1000
-            nodes.append(_node(table.id, table.name, "decisionTable", elapsed, table.depends_on, outputs))
+                try:
+                    inputs = [
+                        _coerce(
+                            run(i.script)
+                            if i.script is not None
+                            else _resolve(scope.get(i.path[0]), i.path[1])
+                            if i.path is not None
+                            else None,
+                            i.type_ref,
+                        )
+                        for i in node.inputs
+                    ]
+                    labelled = dict(zip(node.labels, inputs, strict=True))
+                    table_inputs[node.name] = labelled
+                    outputs = _hit(node, inputs, scope, offer_refs, rows_hit, labelled)
+                except (ScriptError, _TableFailure) as exc:
+                    if isinstance(exc, ScriptError):
+                        logs.extend(exc.logs)
+                    error = True
+                    _publish(node, None, scope, values)
+                    nodes.append(
+                        _node(node.id, node.name, "decisionTable", _ms(started), node.depends_on, [])
+                    )
+                    nodes[-1].update(error=True, errorCause=str(exc))
+                    continue
+                _publish(node, outputs, scope, values)
+                nodes.append(
+                    _node(node.id, node.name, "decisionTable", _ms(started), node.depends_on, outputs)
+                )
         result_body = {
             "decisionModelName": self.name,
             "decisionModelRef": self.ref,
@@ -596,7 +649,115 @@ class DecisionModel:
             "debug": {"bucket": str(bucket if bucket is not None else 0), "logs": "\n".join(logs)},
             "decisionModelResultNodes": nodes,
         }
-        return ModelResult(result_body, offer_refs, rows_hit, logs, table_inputs)
+        return ModelResult(result_body, offer_refs, rows_hit, logs, table_inputs, failure)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _coerce(value: Any, type_ref: str) -> Any:
+    """An input or output value as its ``typeRef`` says (lenient: what does not convert stays as it is)."""
+    kind = type_ref.lower()
+    if kind == "boolean" and type(value) is str and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if kind in _NUMBER_TYPES and type(value) is not bool:
+        number = _real_number(value)
+        if number is not None:
+            return int(number) if kind in ("integer", "long", "int") else float(number)
+    return value
+
+
+def _matches(rule: _Rule, inputs: Sequence[Any], scope: Mapping[str, Any]) -> bool:
+    for column, test in rule.tests:
+        if not test(inputs[column]):
+            return False
+    for column, (root, steps), negated in rule.refs:
+        other = _resolve(scope.get(root), steps)
+        value = inputs[column]
+        same = value == other or (
+            (a := _real_number(value)) is not None and a == _real_number(other) and type(value) is not bool
+        )
+        if same == negated:
+            return False
+    return True
+
+
+def _row(table: _Table, rule: _Rule, offer_refs: list[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {"ruleId": rule.rule_id}
+    for out, value in zip(table.outputs, rule.outputs, strict=True):
+        if out.is_offer:
+            if value is not None:
+                offer_refs.append(str(value))
+            row[out.name] = {"type": out.type_ref, "value": value} if value is not None else None
+        else:
+            row[out.name] = value
+    return row
+
+
+def _hit(
+    table: _Table,
+    inputs: list[Any],
+    scope: Mapping[str, Any],
+    offer_refs: list[str],
+    rows_hit: list[dict[str, Any]],
+    labelled: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The table's output rows under its hit policy (raises _TableFailure when UNIQUE/ANY is violated)."""
+    policy = table.hit_policy
+    matched: list[tuple[int, _Rule]] = []
+    for index, rule in enumerate(table.rules):
+        if _matches(rule, inputs, scope):
+            matched.append((index, rule))
+            if policy == "FIRST":
+                break
+    if policy == "UNIQUE" and len(matched) > 1:
+        ids = ", ".join(r.rule_id for _, r in matched)
+        raise _TableFailure(
+            f"hit policy UNIQUE: {len(matched)} rules match ({ids}); make the rules exclusive or use FIRST"
+        )
+    if policy == "ANY" and len({r.outputs for _, r in matched}) > 1:
+        ids = ", ".join(r.rule_id for _, r in matched)
+        raise _TableFailure(f"hit policy ANY: rules {ids} match with different outputs; make them agree")
+    if policy == "ANY":
+        matched = matched[:1]
+    local_offers: list[str] = []
+    rows = [_row(table, rule, local_offers) for _, rule in matched]
+    for index, rule in matched:
+        rows_hit.append({"node": table.name, "ruleId": rule.rule_id, "ruleIndex": index, "inputs": labelled})
+    if table.aggregation is not None:
+        out = table.outputs[0]
+        found = [row[out.name] for row in rows if row[out.name] is not None]
+        numbers = [n for n in (_real_number(v) for v in found) if n is not None]
+        aggregate: Any
+        if table.aggregation == "COUNT":
+            aggregate = len(found)
+        elif table.aggregation == "SUM":
+            aggregate = sum(numbers) if numbers else None
+        elif table.aggregation == "MIN":
+            aggregate = min(numbers) if numbers else None
+        else:
+            aggregate = max(numbers) if numbers else None
+        return [{out.name: aggregate}]
+    offer_refs.extend(local_offers)
+    return rows
+
+
+def _publish(
+    table: _Table, rows: list[dict[str, Any]] | None, scope: dict[str, Any], values: dict[str, Any]
+) -> None:
+    """What later nodes see of a table: each output's value (a list of values for RULE ORDER/COLLECT)."""
+    many = table.hit_policy in ("RULE ORDER", "COLLECT") and table.aggregation is None
+    for out in table.outputs:
+        if rows is None:
+            value: Any = None
+        elif many:
+            value = [row.get(out.name) for row in rows]
+        else:
+            value = rows[0].get(out.name) if rows else None
+        scope[out.name] = value
+        if _OUTPUT_REFERENCE.fullmatch(out.name) and out.name not in _CONTEXT_ROOTS:
+            values[out.name] = value
 
 
 def _node(
@@ -645,6 +806,21 @@ def evaluate_model(
 # ---- loading --------------------------------------------------------------------------------------------
 
 _OUTPUT_REFERENCE = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+_REFERENCE_ENTRY = re.compile(
+    r"\s*(?P<not>not\s*\(\s*)?(?P<ref>[A-Za-z_$][\w$]*(?:\s*\.\s*[A-Za-z_$][\w$]*)*)\s*(?(not)\)\s*)"
+)
+_KINDS: Final = ("programmable", "decisionTable", "connection")
+
+
+def parse_reference_entry(text: str) -> tuple[Path, bool] | None:
+    """An input entry naming a variable (``tier``, ``not(guest.tier)``): (its path, negated), else None."""
+    match = _REFERENCE_ENTRY.fullmatch(text)
+    if match is None:
+        return None
+    ref = re.sub(r"\s+", "", match.group("ref"))
+    if ref.lower() in ("true", "false", "null", "not"):
+        return None
+    return parse_path(ref), match.group("not") is not None
 
 
 class _Loader:
@@ -682,8 +858,7 @@ class _Loader:
             raise self.fail(None, "nodes", "must be a list of nodes (programmables and decision tables)")
         ids: set[str] = set()
         names: set[str] = set()
-        programmable_raw: list[Mapping[str, Any]] = []
-        table_raw: list[Mapping[str, Any]] = []
+        nodes: list[Mapping[str, Any]] = []
         for index, node in enumerate(raw_nodes):
             if not isinstance(node, Mapping):
                 raise self.fail(None, f"nodes[{index}]", "each node must be an object")
@@ -702,30 +877,56 @@ class _Loader:
                 )
             ids.add(node_id)
             names.add(name.strip())
-            kind = node.get("type")
-            if kind == "programmable":
-                programmable_raw.append(node)
-            elif kind == "decisionTable":
-                table_raw.append(node)
-            else:
+            if node.get("type") not in _KINDS:
                 raise self.fail(
-                    name, "type", f'{kind!r} is not supported; use "programmable" or "decisionTable"'
+                    name,
+                    "type",
+                    f'{node.get("type")!r} is not supported; use "programmable", "decisionTable" or '
+                    '"connection"',
                 )
-        programmables = self._programmables(programmable_raw)
-        ref_to_id = {p.output_reference: p.id for p in programmables}
-        tables = [self._table(node, ref_to_id) for node in table_raw]
-        return DecisionModel(
-            ref=self.ref,
-            name=self.name,
-            variant_name=self.variant_name,
-            programmables=programmables,
-            tables=tables,
-        )
+            requires = node.get("requires", [])
+            if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+                raise self.fail(name, "requires", "must be a list of node ids")
+            nodes.append(node)
+        for node in nodes:
+            for required in node.get("requires", []):
+                if required not in ids:
+                    raise self.fail(str(node["name"]), "requires", f"names unknown node id {required!r}")
+        provides = self._provided(nodes)
+        by_name = {ref: str(node["id"]) for node in nodes for ref in provides[str(node["id"])]}
+        reads = {str(n["id"]): self._reads(n, by_name) for n in nodes}
+        order = self._order(nodes, reads)
+        compiled: list[_Compiled] = []
+        seen: list[str] = []
+        position = {str(n["id"]): i for i, n in enumerate(order)}
+        for node in order:
+            node_id = str(node["id"])
+            depends = reads[node_id]
+            if node["type"] != "decisionTable":
+                depends = sorted(depends, key=position.__getitem__)
+            globals_ = (*DEFAULT_GLOBALS, *(g for g in seen if g not in DEFAULT_GLOBALS))
+            if node["type"] == "programmable":
+                compiled.append(self._programmable(node, globals_, tuple(depends)))
+            elif node["type"] == "connection":
+                compiled.append(self._connection(node, tuple(depends)))
+            else:
+                compiled.append(self._table(node, by_name, globals_, tuple(depends)))
+            seen.extend(g for g in provides[node_id] if _usable_global(g))
+        return DecisionModel(ref=self.ref, name=self.name, variant_name=self.variant_name, nodes=compiled)
 
-    def _programmables(self, raw: list[Mapping[str, Any]]) -> list[_Programmable]:
-        refs: dict[str, Mapping[str, Any]] = {}
-        for node in raw:
+    def _provided(self, nodes: list[Mapping[str, Any]]) -> dict[str, list[str]]:
+        """The names each node's output is known by (output references; a table's output names)."""
+        provides: dict[str, list[str]] = {}
+        owner: dict[str, str] = {}
+        for node in nodes:
             name = str(node["name"])
+            if node["type"] == "decisionTable":
+                outputs = node.get("outputs")
+                names = [
+                    str(o["name"]) for o in outputs if isinstance(o, Mapping) and isinstance(o.get("name"), str)
+                ] if isinstance(outputs, list) else []  # fmt: skip
+                provides[str(node["id"])] = [n for n in names if n != "ruleId"]
+                continue
             ref = node.get("outputReference")
             if not isinstance(ref, str) or not _OUTPUT_REFERENCE.fullmatch(ref):
                 raise self.fail(
@@ -737,71 +938,123 @@ class _Loader:
                 check_global_name(ref)
             except ValueError as exc:
                 raise self.fail(name, "outputReference", str(exc)) from None
-            if ref in refs:
-                raise self.fail(
-                    name, "outputReference", f"{ref!r} is also the output of '{refs[ref]['name']}'"
-                )
-            refs[ref] = node
-            source = node.get("source")
-            if not isinstance(source, str) or not source.strip():
-                raise self.fail(name, "source", "a programmable needs its JavaScript source")
-            output_type = node.get("outputType", "String")
-            if not isinstance(output_type, str):
-                raise self.fail(name, "outputType", 'must be a string such as "String" or "Map"')
-        # Which outputs each programmable reads: `ref` as a bare name or this.ref / this["ref"].
-        reads: dict[str, list[str]] = {}
-        for node in raw:
-            source = str(node["source"])
-            own = str(node["outputReference"])
-            reads[own] = [ref for ref in refs if ref != own and _mentions(source, ref)]
-        order = self._order(raw, reads)
-        compiled: list[_Programmable] = []
-        seen: list[str] = []
-        for node in order:
-            name = str(node["name"])
-            ref = str(node["outputReference"])
-            try:
-                script = self.runtime.compile(
-                    str(node["source"]), name=f"{self.name} / {name}", globals=(*DEFAULT_GLOBALS, *seen)
-                )
-            except ScriptError as exc:
-                raise self.fail(name, "source", str(exc)) from None
-            depends = tuple(str(refs[r]["id"]) for r in seen if r in reads[ref])
-            compiled.append(
-                _Programmable(
-                    str(node["id"]), name, ref, str(node.get("outputType", "String")), script, depends
-                )
-            )
-            seen.append(ref)
-        return compiled
+            if ref in owner:
+                raise self.fail(name, "outputReference", f"{ref!r} is also the output of '{owner[ref]}'")
+            owner[ref] = name
+            provides[str(node["id"])] = [ref]
+        return provides
 
-    def _order(self, raw: list[Mapping[str, Any]], reads: dict[str, list[str]]) -> list[Mapping[str, Any]]:
-        """List order, except that a programmable runs after the ones whose outputs it reads."""
-        pending = list(raw)
+    def _reads(self, node: Mapping[str, Any], by_name: Mapping[str, str]) -> list[str]:
+        """Ids of the nodes this one reads: named in ``requires``, or by output name in its code or inputs."""
+        own = str(node["id"])
+        found: list[str] = []
+
+        def add(node_id: str | None) -> None:
+            if node_id is not None and node_id != own and node_id not in found:
+                found.append(node_id)
+
+        kind = node["type"]
+        if kind == "programmable":
+            source = node.get("source")
+            if isinstance(source, str):
+                for ref, node_id in by_name.items():
+                    if _mentions(source, ref):
+                        add(node_id)
+        elif kind == "decisionTable":
+            for item in node.get("inputs") or []:
+                if not isinstance(item, Mapping) or not isinstance(item.get("expression"), str):
+                    continue
+                if str(item.get("expressionLanguage") or "").lower() == "javascript":
+                    for ref, node_id in by_name.items():
+                        if _mentions(item["expression"], ref):
+                            add(node_id)
+                else:
+                    root = _ROOT.match(item["expression"])
+                    add(by_name.get(root.group(1)) if root else None)
+            for rule in node.get("rules") or []:
+                entries = rule.get("inputEntries") if isinstance(rule, Mapping) else None
+                for entry in entries if isinstance(entries, list) else []:
+                    ref_entry = parse_reference_entry(entry) if isinstance(entry, str) else None
+                    if ref_entry is not None:
+                        add(by_name.get(ref_entry[0][0]))
+        else:
+            connection = node.get("connection")
+            if isinstance(connection, Mapping):
+                for key in ("urlParameters", "inputMappings"):
+                    for item in connection.get(key) or []:
+                        mapping = item.get("mapping") if isinstance(item, Mapping) else None
+                        if isinstance(mapping, str):
+                            add(by_name.get(mapping.strip()))
+        for required in node.get("requires", []):
+            add(required)
+        return found
+
+    def _order(self, nodes: list[Mapping[str, Any]], reads: dict[str, list[str]]) -> list[Mapping[str, Any]]:
+        """Dependency order; among ready nodes, programmables and connections before tables, then list order."""
+        pending = sorted(nodes, key=lambda n: n["type"] == "decisionTable")  # stable: list order kept
         done: set[str] = set()
         order: list[Mapping[str, Any]] = []
         while pending:
             for node in pending:
-                if all(r in done for r in reads[str(node["outputReference"])]):
+                if all(r in done for r in reads[str(node["id"])]):
                     order.append(node)
-                    done.add(str(node["outputReference"]))
+                    done.add(str(node["id"]))
                     pending.remove(node)
                     break
             else:
                 names = ", ".join(f"'{n['name']}'" for n in pending)
+                field = "source" if pending[0]["type"] == "programmable" else "requires"
                 raise self.fail(
-                    str(pending[0]["name"]),
-                    "source",
-                    f"programmables {names} read each other's outputs in a cycle",
+                    str(pending[0]["name"]), field, f"nodes {names} read each other's outputs in a cycle"
                 )
         return order
 
-    def _table(self, node: Mapping[str, Any], ref_to_id: Mapping[str, str]) -> _Table:
+    def _programmable(
+        self, node: Mapping[str, Any], globals_: tuple[str, ...], depends: tuple[str, ...]
+    ) -> _Programmable:
         name = str(node["name"])
-        policy = node.get("hitPolicy", "FIRST")
-        if not isinstance(policy, str) or policy.strip().upper() != "FIRST":
+        source = node.get("source")
+        if not isinstance(source, str) or not source.strip():
+            raise self.fail(name, "source", "a programmable needs its JavaScript source")
+        output_type = node.get("outputType", "String")
+        if not isinstance(output_type, str):
+            raise self.fail(name, "outputType", 'must be a string such as "String" or "Map"')
+        try:
+            script = self.runtime.compile(source, name=f"{self.name} / {name}", globals=globals_)
+        except ScriptError as exc:
+            raise self.fail(name, "source", str(exc)) from None
+        return _Programmable(
+            str(node["id"]), name, str(node["outputReference"]), output_type, script, depends
+        )
+
+    def _connection(self, node: Mapping[str, Any], depends: tuple[str, ...]) -> _Connection:
+        name = str(node["name"])
+        connection = node.get("connection")
+        if not isinstance(connection, Mapping):
+            raise self.fail(name, "connection", "a connection node needs the connection's JSON object")
+        return _Connection(str(node["id"]), name, str(node["outputReference"]), dict(connection), depends)
+
+    def _table(
+        self,
+        node: Mapping[str, Any],
+        by_name: Mapping[str, str],
+        globals_: tuple[str, ...],
+        depends: tuple[str, ...],
+    ) -> _Table:
+        name = str(node["name"])
+        raw_policy = node.get("hitPolicy", "FIRST")
+        policy = re.sub(r"[\s_]+", " ", raw_policy.strip().upper()) if isinstance(raw_policy, str) else None
+        if policy not in HIT_POLICIES:
             raise self.fail(
-                name, "hitPolicy", f"{policy!r} is not supported; the sandbox evaluates FIRST only"
+                name, "hitPolicy", f"{raw_policy!r} is not supported; use one of {', '.join(HIT_POLICIES)}"
+            )
+        raw_aggregation = node.get("aggregation")
+        aggregation = raw_aggregation.strip().upper() if isinstance(raw_aggregation, str) else raw_aggregation
+        if aggregation is not None and (policy != "COLLECT" or aggregation not in AGGREGATIONS):
+            raise self.fail(
+                name,
+                "aggregation",
+                f"{raw_aggregation!r}: only COLLECT takes one of {', '.join(AGGREGATIONS)}",
             )
         inputs = node.get("inputs", [])
         outputs = node.get("outputs")
@@ -812,36 +1065,11 @@ class _Loader:
             raise self.fail(name, "outputs", "must be a non-empty list of {name, typeRef}")
         if not isinstance(rules, list):
             raise self.fail(name, "rules", "must be a list of {inputEntries, outputEntries}")
-        labels: list[str] = []
-        paths: list[Path] = []
-        depends: list[str] = []
+        if aggregation is not None and len(outputs) != 1:
+            raise self.fail(name, "aggregation", f"{aggregation} needs exactly one output")
+        compiled_inputs: list[_Input] = []
         for i, item in enumerate(inputs):
-            where = f"inputs[{i}]"
-            if not isinstance(item, Mapping):
-                raise self.fail(name, where, "each input must be an object {label, expression}")
-            expression = item.get("expression")
-            if not isinstance(expression, str) or not expression.strip():
-                raise self.fail(
-                    name, f"{where}.expression", "each input needs an expression such as guest.country"
-                )
-            label = item.get("label") or expression.strip()
-            if not isinstance(label, str):
-                raise self.fail(name, f"{where}.label", "must be a string")
-            try:
-                root, steps = parse_path(expression)
-            except DecisionModelError as exc:
-                raise self.fail(name, f"{where}.expression", str(exc)) from None
-            if root not in _CONTEXT_ROOTS and root not in ref_to_id:
-                known = ", ".join([*DEFAULT_GLOBALS, *ref_to_id]) or "none"
-                raise self.fail(
-                    name,
-                    f"{where}.expression",
-                    f"{root!r} is not a context object or a programmable's output reference (known: {known})",
-                )
-            if root in ref_to_id and ref_to_id[root] not in depends:
-                depends.append(ref_to_id[root])
-            labels.append(label)
-            paths.append((root, steps))
+            compiled_inputs.append(self._input(name, i, item, by_name, globals_))
         compiled_outputs: list[_Output] = []
         for i, item in enumerate(outputs):
             where = f"outputs[{i}]"
@@ -863,50 +1091,125 @@ class _Loader:
         prefix = re.sub(r"\s+", "", name)
         compiled_rules: list[_Rule] = []
         for r, rule in enumerate(rules):
-            where = f"rules[{r}]"
-            if not isinstance(rule, Mapping):
-                raise self.fail(name, where, "each rule must be an object {inputEntries, outputEntries}")
-            entries = rule.get("inputEntries", [])
-            results = rule.get("outputEntries", [])
-            if not isinstance(entries, list) or len(entries) != len(paths):
-                raise self.fail(
-                    name, f"{where}.inputEntries", f"must be a list of {len(paths)} entries, one per input"
-                )
-            if not isinstance(results, list) or len(results) != len(compiled_outputs):
-                raise self.fail(
-                    name,
-                    f"{where}.outputEntries",
-                    f"must be a list of {len(compiled_outputs)} entries, one per output",
-                )
-            tests: list[tuple[int, Predicate]] = []
-            for c, entry in enumerate(entries):
-                try:
-                    predicate = parse_input_entry("" if entry is None else entry)
-                except DecisionModelError as exc:
-                    raise self.fail(name, f"{where}.inputEntries[{c}]", str(exc)) from None
-                if predicate is not ANY:
-                    tests.append((c, predicate))
-            values: list[str | int | float | bool | None] = []
-            for c, entry in enumerate(results):
-                try:
-                    value = parse_output_entry("" if entry is None else entry)
-                except DecisionModelError as exc:
-                    raise self.fail(name, f"{where}.outputEntries[{c}]", str(exc)) from None
-                if compiled_outputs[c].is_offer and value is not None and not isinstance(value, str):
-                    raise self.fail(
-                        name, f"{where}.outputEntries[{c}]", "an offer output must be a quoted offer ref"
-                    )
-                values.append(value)
-            compiled_rules.append(_Rule(f"{prefix}_{r}", tuple(tests), tuple(values)))
+            compiled_rules.append(self._rule(name, prefix, r, rule, compiled_inputs, compiled_outputs))
         return _Table(
             id=str(node["id"]),
             name=name,
-            labels=tuple(labels),
-            paths=tuple(paths),
+            labels=tuple(i.label for i in compiled_inputs),
+            inputs=tuple(compiled_inputs),
             outputs=tuple(compiled_outputs),
             rules=tuple(compiled_rules),
-            depends_on=tuple(depends),
+            depends_on=depends,
+            hit_policy=policy,
+            aggregation=aggregation,
         )
+
+    def _input(
+        self, name: str, i: int, item: Any, by_name: Mapping[str, str], globals_: tuple[str, ...]
+    ) -> _Input:
+        where = f"inputs[{i}]"
+        if not isinstance(item, Mapping):
+            raise self.fail(name, where, "each input must be an object {label, expression}")
+        expression = item.get("expression")
+        if not isinstance(expression, str) or not expression.strip():
+            raise self.fail(
+                name, f"{where}.expression", "each input needs an expression such as guest.country"
+            )
+        label = item.get("label") or expression.strip()
+        if not isinstance(label, str):
+            raise self.fail(name, f"{where}.label", "must be a string")
+        type_ref = item.get("typeRef") or ""
+        if not isinstance(type_ref, str):
+            raise self.fail(name, f"{where}.typeRef", 'must be a string such as "string" or "boolean"')
+        language = item.get("expressionLanguage") or "path"
+        if not isinstance(language, str) or language.lower() not in ("path", "javascript"):
+            raise self.fail(
+                name, f"{where}.expressionLanguage", f'{language!r}: use "javascript" or leave it out'
+            )
+        if language.lower() == "javascript":
+            try:
+                script = self.runtime.compile(
+                    expression, name=f"{self.name} / {name} / {label}", globals=globals_
+                )
+            except ScriptError as exc:
+                raise self.fail(name, f"{where}.expression", str(exc)) from None
+            return _Input(label, None, script, type_ref)
+        try:
+            root, steps = parse_path(expression)
+        except DecisionModelError as exc:
+            raise self.fail(name, f"{where}.expression", str(exc)) from None
+        if root not in _CONTEXT_ROOTS and root not in by_name:
+            known = ", ".join([*DEFAULT_GLOBALS, *by_name]) or "none"
+            raise self.fail(
+                name,
+                f"{where}.expression",
+                f"{root!r} is not a context object or another node's output (known: {known})",
+            )
+        return _Input(label, (root, steps), None, type_ref)
+
+    def _rule(
+        self,
+        name: str,
+        prefix: str,
+        r: int,
+        rule: Any,
+        inputs: Sequence[_Input],
+        outputs: Sequence[_Output],
+    ) -> _Rule:
+        where = f"rules[{r}]"
+        if not isinstance(rule, Mapping):
+            raise self.fail(name, where, "each rule must be an object {inputEntries, outputEntries}")
+        entries = rule.get("inputEntries", [])
+        results = rule.get("outputEntries", [])
+        if not isinstance(entries, list) or len(entries) != len(inputs):
+            raise self.fail(
+                name, f"{where}.inputEntries", f"must be a list of {len(inputs)} entries, one per input"
+            )
+        if not isinstance(results, list) or len(results) != len(outputs):
+            raise self.fail(
+                name, f"{where}.outputEntries", f"must be a list of {len(outputs)} entries, one per output"
+            )
+        rule_id = rule.get("id")
+        if rule_id is not None and (not isinstance(rule_id, str) or not rule_id.strip()):
+            raise self.fail(name, f"{where}.id", "must be a non-empty string (or left out)")
+        tests: list[tuple[int, Predicate]] = []
+        refs: list[tuple[int, Path, bool]] = []
+        for c, entry in enumerate(entries):
+            reference = parse_reference_entry(entry) if isinstance(entry, str) else None
+            if reference is not None:
+                refs.append((c, reference[0], reference[1]))
+                continue
+            try:
+                predicate = parse_input_entry("" if entry is None else entry)
+            except DecisionModelError as exc:
+                raise self.fail(name, f"{where}.inputEntries[{c}]", str(exc)) from None
+            if predicate is not ANY:
+                tests.append((c, predicate))
+        values: list[str | int | float | bool | None] = []
+        for c, entry in enumerate(results):
+            try:
+                value = parse_output_entry("" if entry is None else entry)
+            except DecisionModelError as exc:
+                raise self.fail(name, f"{where}.outputEntries[{c}]", str(exc)) from None
+            if outputs[c].is_offer and value is not None and not isinstance(value, str):
+                raise self.fail(
+                    name, f"{where}.outputEntries[{c}]", "an offer output must be a quoted offer ref"
+                )
+            if not outputs[c].is_offer:
+                value = _coerce(value, outputs[c].type_ref)
+            values.append(value)
+        return _Rule(rule_id or f"{prefix}_{r}", tuple(tests), tuple(values), tuple(refs))
+
+
+def _usable_global(name: str) -> bool:
+    """Can a node's output name be a JavaScript global of later scripts?"""
+    if not _OUTPUT_REFERENCE.fullmatch(name) or name in _CONTEXT_ROOTS:
+        return False
+    try:
+        check_global_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _mentions(source: str, ref: str) -> bool:

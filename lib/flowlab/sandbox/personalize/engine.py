@@ -439,7 +439,7 @@ class Engine:
             )
         elif fail is not None:
             piece = plan.pieces[fail["piece"]]
-            failure = _piece_failure(piece, int(fail.get("sub", 0)), fail_error)
+            failure = _piece_failure(piece, int(fail.get("sub", 0)), fail_error, fail_kind)
             upto = piece.position
             chosen = None if piece.kind == "condition" else piece.position
             if (
@@ -493,7 +493,11 @@ class Engine:
             )
         ]
         if piece is not None and piece.kind == "model":
-            trace["decisionModels"].append({"ref": piece.model_ref, "name": piece.name, "error": fail_error})
+            models_seen = trace["decisionModels"]
+            if fail_kind == "connection" and models_seen and models_seen[-1]["ref"] == piece.model_ref:
+                models_seen[-1]["error"] = fail_error  # its nodes up to the connection are in "result"
+            else:
+                models_seen.append({"ref": piece.model_ref, "name": piece.name, "error": fail_error})
         trace["offers"] = stage.get("offers", [])
         if stage.get("missingOffers"):
             trace["warnings"].append(
@@ -717,6 +721,9 @@ def _run_variant(
         results.append(outcome.result)
         offer_refs.extend(outcome.offer_refs)
         out["models"].append({"result": outcome.result, "rowsHit": outcome.rows_hit})
+        if outcome.failure is not None:  # a connection node: the flow fails, as a real one does (#11)
+            out["failure"] = {"piece": index, "sub": 0, "error": outcome.failure, "kind": "connection"}
+            return
     offers_by_ref: Mapping[str, Any] = resolve(job["offers"])
     offers = [offers_by_ref[r] for r in offer_refs if r in offers_by_ref]
     out["missingOffers"] = [r for r in offer_refs if r not in offers_by_ref]
@@ -788,9 +795,14 @@ class _Plan:
         return {k: self.blobs[k] for k in keys if k in self.blobs}
 
 
-def _piece_failure(piece: _Piece, sub: int, detail: str) -> FlowFailed:
+def _piece_failure(piece: _Piece, sub: int, detail: str, kind: str = "") -> FlowFailed:
     """The 500 body for a failed piece: it names the flow, the variant and the script (and the limit)."""
     flow, variant = piece.flow.friendly_id, piece.variant.name
+    if kind == "connection":
+        return FlowFailed(
+            f"decision model '{piece.name}' of flow '{flow}', variant '{variant}' failed: {detail}",
+            "the execution trace (GET /sandbox/executions/{ref}) shows the nodes that ran before it",
+        )
     if piece.kind == "condition":
         return FlowFailed(
             f"condition '{piece.name}' of flow '{flow}' failed: {detail}",

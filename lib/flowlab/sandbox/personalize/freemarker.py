@@ -24,7 +24,10 @@ Deliberate deviations from FreeMarker 2.3 (lenient where strictness buys nothing
 * ``?c`` on a string returns it unchanged; listing ``""`` (e.g. ``x!``) is an empty loop.
 * Dates are numbers (epoch milliseconds, as Sitecore keeps them): ``?string("yyyy-MM-dd")`` on a number
   formats it in UTC (SimpleDateFormat basics); ``?number_to_datetime`` passes the number through.
-* Not supported: macros, ``<#include>``, ``<#switch>``, ``<#items>``, ranges, ``?datetime``, ``.now``.
+* ``.now`` is the current time as epoch milliseconds; ``?iso_local`` / ``?iso_utc`` (and ``_ms``) print a
+  date number as ISO 8601 (``2024-05-01T09:30:00Z``): the sandbox's time zone is UTC, so local is UTC.
+* Not supported: macros, ``<#include>``, ``<#switch>``, ``<#items>``, ranges, ``?datetime``, other special
+  variables than ``.now``.
 """
 
 from __future__ import annotations
@@ -290,6 +293,15 @@ class _Lit(_Expr):
 
     def eval(self, ctx: _Ctx) -> Any:
         return self.value
+
+
+class _Now(_Expr):
+    """``.now``: the render's current time, as epoch milliseconds (dates are numbers here)."""
+
+    __slots__ = ()
+
+    def eval(self, ctx: _Ctx) -> Any:
+        return int(time.time() * 1000)
 
 
 class _Var(_Expr):
@@ -771,6 +783,12 @@ def _fmt_date(n: _BuiltIn, millis: int | float, pattern: str) -> str:
     return "".join(out)
 
 
+def _iso(n: _BuiltIn, millis: Any, *, ms: bool = False) -> str:
+    """``?iso_utc`` / ``?iso_local``: ISO 8601 of epoch milliseconds; the sandbox's time zone is UTC."""
+    number = _num(n, millis)
+    return _fmt_date(n, number, "yyyy-MM-dd'T'HH:mm:ss" + (".SSS" if ms else "")) + "Z"
+
+
 def _bi_join(n: _BuiltIn, c: _Ctx, v: Any, a: list[Any]) -> Any:
     items = [_to_text(i, n) for i in _seq(n, v) if i is not None]
     sep = _s(n, a[0])
@@ -868,6 +886,10 @@ _BUILTINS: dict[str, tuple[_BuiltinFn, int, int, int]] = {
     "number": (_bi_number, 0, 0, _STRICT),
     "number_to_datetime": ((lambda n, c, v, a: _num(n, v)), 0, 0, _STRICT),  # dates stay epoch millis
     "number_to_date": ((lambda n, c, v, a: _num(n, v)), 0, 0, _STRICT),
+    "iso_local": ((lambda n, c, v, a: _iso(n, v)), 0, 0, _STRICT),
+    "iso_utc": ((lambda n, c, v, a: _iso(n, v)), 0, 0, _STRICT),
+    "iso_local_ms": ((lambda n, c, v, a: _iso(n, v, ms=True)), 0, 0, _STRICT),
+    "iso_utc_ms": ((lambda n, c, v, a: _iso(n, v, ms=True)), 0, 0, _STRICT),
     "long": ((lambda n, c, v, a: int(_num(n, _bi_number(n, c, v, a)))), 0, 0, _STRICT),
     "int": ((lambda n, c, v, a: int(_num(n, v))), 0, 0, _STRICT),
     "round": ((lambda n, c, v, a: v if isinstance(_num(n, v), int) else math.floor(v + 0.5)), 0, 0, _STRICT),
@@ -1368,6 +1390,12 @@ class _ExprParser:
             return self.string(text, pos)
         if kind == "name" and text not in _KEYWORDS:
             return _Lit(text, pos, text == "true") if text in ("true", "false") else _Var(text, pos, text)
+        if text == "." and kind == "op":
+            special = self.name("after '.' (a special variable such as .now)")
+            if special != "now":
+                self.i -= 1
+                self.error(f"unknown special variable .{special}; the sandbox knows .now")
+            return _Now(self.span(pos), pos)
         if text == "(":
             inner = self.expr()
             self.expect(")", "to close '('")

@@ -30,10 +30,12 @@ import orjson
 from flowlab.sandbox.errors import BadRequest, NotFound
 from flowlab.sandbox.personalize.decisions import DecisionModel, DecisionModelError
 from flowlab.sandbox.personalize.demo import DemoTenant, demo_tenant
+from flowlab.sandbox.personalize.dmn import mask_connection
 from flowlab.sandbox.personalize.freemarker import Template, TemplateError
 from flowlab.sandbox.personalize.javascript import Script, ScriptError, ScriptRuntime
 
 __all__ = [
+    "LIBRARY_KINDS",
     "LIVE_STATUSES",
     "MAX_QUARANTINE",
     "MAX_TRACES",
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 LIVE_STATUSES = frozenset({"LIVE", "PRODUCTION"})
+#: what an imported export holds besides flows, offers and decision models (listed, not run)
+LIBRARY_KINDS = ("connection", "decision template", "offer template")
 FLOW_TYPES = frozenset({"INTERACTIVE_API_FLOW", "INTERACTIVE_WEB_FLOW", "TRIGGERED_V3"})
 TRACKING_PER_GUEST = 100
 MAX_TRACES = 20_000
@@ -163,6 +167,8 @@ class Tenant:
         #: compiled object, so posting the same code again keeps it; kept across resets.
         self.quarantine: OrderedDict[str, str] = OrderedDict()
         self._offers_code: tuple[str, dict[str, dict[str, Any]]] | None = None
+        #: export folders (as read) loaded again after every reset: ``sandbox --load``
+        self._kept_imports: list[Mapping[str, bytes | str]] = []
         self.reset()
 
     # ---- loading -------------------------------------------------------------------------------------
@@ -197,6 +203,28 @@ class Tenant:
                 self.add_flow(copy.deepcopy(flow))
             for guest in demo.guests:
                 self._index_guest(copy.deepcopy(guest))
+            #: connections, offer templates and decision templates of imported exports, by kind and ref
+            self.library: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in LIBRARY_KINDS}
+            if self._kept_imports:
+                from flowlab.sandbox.personalize.importer import import_files  # imports this module
+
+                for files in self._kept_imports:
+                    import_files(self, files)
+
+    def keep_import(self, files: Mapping[str, bytes | str]) -> None:
+        """Load this export again after every reset (the server's ``--load`` folders)."""
+        with self._lock:
+            self._kept_imports.append(files)
+
+    def add_library_item(self, kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
+        """Store a connection, offer template or decision template for listing; connections get secrets masked."""
+        if kind not in LIBRARY_KINDS:
+            raise BadRequest(f"unknown library kind {kind!r}", f"one of {', '.join(LIBRARY_KINDS)}")
+        data = mask_connection(item) if kind == "connection" else dict(item)
+        data.setdefault("ref", new_ref())
+        with self._lock:
+            self.library[kind][str(data["ref"])] = data
+        return data
 
     def add_offer(self, offer: Mapping[str, Any]) -> dict[str, Any]:
         data = dict(offer)
