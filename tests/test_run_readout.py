@@ -52,8 +52,9 @@ def row_by_row(store: RunStore, columns: list[str] | None = None) -> pd.DataFram
     """The read the column reader replaces: Arrow tables built row by row (``RunStore.batches``)."""
     table = pa.concat_tables(list(store.batches(columns)))
     frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-    if "offers" in frame.columns:
-        frame["offers"] = frame["offers"].map(lambda v: [] if v is None else list(v))
+    for column in ("offers", "segments"):  # the list columns
+        if column in frame.columns:
+            frame[column] = frame[column].map(lambda v: [] if v is None else list(v))
     return frame
 
 

@@ -1,12 +1,20 @@
-"""The batch runner: call a flow once for every guest of a sample, and keep one result row per guest.
+"""The batch runner: call a decision API once for every guest of a sample, and keep one result row per guest.
+
+The runner takes a **provider** (``flowlab.batch.provider.Provider``: how a row becomes a request, how it
+is sent, what an answer means): ``PersonalizeProvider`` (callFlows, the default: ``BatchOptions(base_url,
+client_key, friendly_id)``) or ``EdgeProvider`` (AEP Edge: ``BatchOptions(base_url=url,
+provider=EdgeProvider(datastream_id))``). Everything below is shared by both.
 
 What it does, and why:
 
 * **Concurrency and rate.** ``concurrency`` workers share one keep-alive pool of as many connections; an
   optional ``rps`` cap (a token bucket, for all workers together) bounds the arrival rate. The two are
   separate knobs because they answer different questions (how much in flight; how fast).
-* **Retries** for connection errors, timeouts, 408, 429 and 5xx, honouring ``Retry-After``, with the
-  project's one ``RetryPolicy``; other answers are final. A **retry budget** keeps a failing server from
+* **Retries** for connection errors, timeouts, 408, 429 and 5xx (the provider may narrow this: the Edge
+  retries 429, 502, 503, 504 and only connect failures), honouring ``Retry-After``, with the project's one
+  ``RetryPolicy``; other answers are final. A 401 gets one more try when the provider refreshes its
+  credentials; an answer the provider calls **fatal** (no guest can succeed: an unknown datastream) stops
+  the run at once with its message, without a row for the guests that got it. A **retry budget** keeps a failing server from
   being hammered: every new guest earns ``retry_budget`` retries (0.5: one retry per two guests, so at
   most a third of all requests are retries) on top of a small reserve; when it is spent, failures stand.
 * **Streaming, and exact resume.** Guests are taken from the sample lazily; results go to the ``RunStore``
@@ -51,20 +59,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from flowlab.batch.provider import Provider
 from flowlab.batch.runs import GuestResult, Progress, RunMeta, RunStore
 from flowlab.batch.samples import GuestRow, GuestSample
-from flowlab.errors import APIError, APITimeoutError, ConfigError, RequestValidationError, RunStoreError
-from flowlab.http import BatchTransport, FlowResponse, RetryPolicy, status_error
-from flowlab.personalize.models import CallFlowRequest
-from flowlab.personalize.offers import find_offers
-from flowlab.personalize.variants import detect_variant
+from flowlab.errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ConfigError,
+    FlowLabError,
+    RequestValidationError,
+    RunStoreError,
+)
+from flowlab.http import BatchTransport, RetryPolicy
+from flowlab.personalize.provider import PersonalizeProvider
 
 __all__ = [
     "STORE_SUFFIX",
     "BatchHandle",
     "BatchOptions",
+    "BatchStopped",
     "BatchSummary",
     "ResumeState",
     "resume_state",
@@ -80,12 +94,13 @@ logger = logging.getLogger(__name__)
 STORE_SUFFIX = ".sqlite"
 _CANCEL_GRACE_S = 1.0
 _PROGRESS_EVERY_S = 0.1  # progress callbacks (a tqdm bar, say) at most this often, not at every commit
-_BODY_CACHE_SIZE = 2048  # distinct response bodies remembered (oldest dropped first)
 _OUT_SUFFIXES = (".csv", ".parquet", ".sqlite", ".db")
 
 ProgressCallback = Callable[[Progress], None]
-#: A validated request for one combination of overrides, and its ``to_body()`` items.
-_Template = tuple[CallFlowRequest, tuple[tuple[str, Any], ...]]
+
+
+class BatchStopped(FlowLabError):
+    """The run stopped because an answer meant no guest could succeed (the provider's ``fatal``)."""
 
 
 @dataclass(frozen=True)
@@ -93,12 +108,14 @@ class BatchOptions:
     """How to run a batch. Defaults are modest (the CLI passes ``concurrency=50``).
 
     ``defaults`` are request fields (wire names: channel, pointOfSale, language, currencyCode) that rows
-    may override. ``retry_budget``: retries earned per new guest (see the module docstring).
+    may override. ``retry_budget``: retries earned per new guest (see the module docstring). ``provider``:
+    what to call (None: callFlows with ``client_key``, ``friendly_id``, ``defaults`` and ``variant_path``,
+    which are unused, and may be empty, with another provider).
     """
 
     base_url: str
-    client_key: str
-    friendly_id: str
+    client_key: str = ""
+    friendly_id: str = ""
     defaults: Mapping[str, str | None] = field(default_factory=dict)
     concurrency: int = 20
     rps: float | None = None
@@ -107,6 +124,8 @@ class BatchOptions:
     variant_path: str | None = None
     retry_budget: float = 0.5
     queue_rows: int = 1000
+    provider: Provider | None = None
+    _provider: Provider = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         problems = [
@@ -119,35 +138,48 @@ class BatchOptions:
         ]
         if any(problems):
             raise ConfigError("; ".join(p for p in problems if p))
+        provider = self.provider
+        if provider is None:
+            provider = PersonalizeProvider(
+                self.client_key, self.friendly_id, defaults=self.defaults, variant_path=self.variant_path
+            )
+        elif not isinstance(provider, Provider):
+            raise ConfigError(
+                f"provider must be a flowlab.batch.provider.Provider, not {type(provider).__name__}"
+            )
+        object.__setattr__(self, "_provider", provider)
 
-    def check(self) -> None:
-        """Raise ``RequestValidationError`` if the client key, friendlyId or defaults can make no valid
-        request: checked before a store is created or a guest is called, since it would fail every row."""
-        CallFlowRequest.build(
-            clientKey=self.client_key,
-            friendlyId=self.friendly_id,
-            browserId="check",
-            **{k: v for k, v in self.defaults.items() if v is not None},
-        )
+    @property
+    def active_provider(self) -> Provider:
+        """The provider this batch calls: ``provider``, or callFlows built from the other fields."""
+        return self._provider
+
+    def check(self, sample: GuestSample | None = None) -> None:
+        """Raise if the provider's settings can make no valid request (``RequestValidationError``), or
+        ``sample`` is of the wrong kind for it (``SampleError``): checked before a store is created or a
+        guest is called, since it would fail every row."""
+        self._provider.check(sample)
 
     def run_meta(self, sample: GuestSample) -> RunMeta:
-        """What makes a run this run (``--resume`` checks it); the client key is not recorded."""
+        """What makes a run this run (``--resume`` checks it); no client key or secret is recorded."""
+        provider = self._provider
         options = {
             "concurrency": self.concurrency,
             "rps": self.rps,
             "retries": self.retries,
             "timeout": self.timeout,
-            "variantPath": self.variant_path,
+            **provider.settings,
             "retryBudget": self.retry_budget,
         }
         return RunMeta(
-            friendly_id=self.friendly_id,
+            friendly_id=provider.target,
             base_url=self.base_url,
             sample_fingerprint=sample.fingerprint,
             total=len(sample),
-            defaults=dict(self.defaults),
+            defaults=dict(provider.defaults),
             options=options,
             extra_columns=sample.columns,
+            provider=provider.name,
         )
 
 
@@ -272,12 +304,11 @@ class _Runner:
         self.only_failed = only_failed
         self.on_progress = on_progress
         self.columnar_copy = columnar_copy
-        self.policy = RetryPolicy(max_retries=options.retries)
+        self.provider = options.active_provider
+        self.policy = RetryPolicy(max_retries=options.retries, statuses=self.provider.retry_statuses)
         self.budget = _RetryBudget(options.retry_budget, reserve=max(10.0, float(options.concurrency)))
         self.limiter = _RateLimiter(options.rps) if options.rps else None
-        self.defaults = {k: v for k, v in options.defaults.items() if v is not None}
-        self._bodies: dict[str, tuple[str, str, list[str]]] = {}
-        self._templates: dict[tuple[tuple[str, str], ...], _Template | RequestValidationError] = {}
+        self._fatal: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()  # binds to the loop that first waits on it (Python >= 3.10)
         # The group being gathered for the next commit: results (as SQL rows, converted here, not on the
@@ -333,24 +364,35 @@ class _Runner:
 
     async def run(self) -> BatchSummary:
         self._loop = asyncio.get_running_loop()
-        self.options.check()
+        self.options.check(self.sample)
         todo, self._base = self._pending()
-        await self._in_writer(self.store.mark_started, self.options.run_meta(self.sample).options)
-        self._started = time.perf_counter()
-        self._guests = iter(todo)
-        writer = asyncio.create_task(self._writer())
+        provider = self.provider
+        await provider.open(self.options.base_url, self.options.timeout)  # e.g. the IMS token: fails fast
         try:
-            async with BatchTransport(
-                base_url=self.options.base_url, max_connections=self.options.concurrency
-            ) as http:
-                count = min(self.options.concurrency, len(todo))
-                workers = [asyncio.create_task(self._worker(http)) for _ in range(count)]
-                await self._supervise(workers, writer)
+            await self._in_writer(self.store.mark_started, self.options.run_meta(self.sample).options)
+            self._started = time.perf_counter()
+            self._guests = iter(todo)
+            writer = asyncio.create_task(self._writer())
+            try:
+                async with BatchTransport(
+                    base_url=self.options.base_url,
+                    max_connections=self.options.concurrency,
+                    path=provider.path,
+                ) as http:
+                    count = min(self.options.concurrency, len(todo))
+                    workers = [asyncio.create_task(self._worker(http)) for _ in range(count)]
+                    await self._supervise(workers, writer)
+            finally:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+                complete = await self._finish()
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-            complete = await self._finish()
+            await provider.close()
+        if self._fatal is not None:
+            raise BatchStopped(
+                f"the batch stopped: {self._fatal}. Nothing more was called; fix it and run again"
+            )
         return self._summary(cancelled=not complete)
 
     async def _supervise(self, workers: list[asyncio.Task[None]], writer: asyncio.Task[None]) -> None:
@@ -403,7 +445,19 @@ class _Runner:
         return self._reserve.popleft()
 
     async def _record(self, result: GuestResult) -> None:
-        """Queue a result for the next group commit; wait while the queue is full (backpressure)."""
+        """Queue a result for the next group commit; wait while the queue is full (backpressure).
+
+        A fatal answer (see the module docstring) is not kept: it stops the run, and its guest is released.
+        """
+        if not result.ok:
+            fatal = self.provider.fatal(result)
+            if fatal is not None:
+                if self._fatal is None:
+                    self._fatal = fatal
+                self._released.append(result.row)
+                self._stop.set()
+                self._wake.set()
+                return
         while len(self._rows) >= self.options.queue_rows:
             self._space.clear()
             await self._space.wait()
@@ -421,12 +475,13 @@ class _Runner:
         The guest's dispatch mark is durable (it came from the reserve); if its request never leaves (the
         run stopped first), the mark is released in the next group, so it does not count as in flight.
         """
-        options = self.options
+        provider = self.provider
         try:
-            body, request = self._prepare(guest)
+            body, context = provider.prepare(guest)
         except RequestValidationError as exc:
-            return self._result(guest, None, None, error=str(exc), error_type="invalid_request")
+            return provider.failure(guest, None, str(exc), "invalid_request")
         sent = False
+        refreshed = False
         try:
             self.budget.earn()
             attempt = 0
@@ -438,64 +493,37 @@ class _Runner:
                     return None
                 started = time.perf_counter()
                 sent = True
+                headers_sent = provider.headers()
                 try:
-                    status, headers, text, latency_ms = await http.post_call_flows(body, options.timeout)
+                    status, headers, text, latency_ms = await http.post_call_flows(
+                        body, self.options.timeout, headers_sent
+                    )
                 except APIError as exc:
-                    if await self._retry(attempt, self.policy.delay(attempt)):
+                    if (provider.retry_sent or _nothing_sent(exc)) and await self._retry(
+                        attempt, self.policy.delay(attempt)
+                    ):
                         continue
                     if self._stop.is_set():
                         return None
                     kind = "timeout" if isinstance(exc, APITimeoutError) else "connection"
                     latency = (time.perf_counter() - started) * 1000
-                    return self._result(
-                        guest, request, None, latency, attempt, error=str(exc), error_type=kind
-                    )
+                    return provider.failure(guest, context, str(exc), kind, latency, attempt)
                 if 200 <= status < 300:
-                    return self._answer(guest, request, status, headers, text, latency_ms, attempt)
+                    return provider.answer(guest, context, status, headers, text, latency_ms, attempt)
+                if status == 401 and not refreshed and headers_sent is not None:
+                    refreshed = True  # once per guest: if fresh credentials fail too, the 401 is the answer
+                    if await provider.unauthorized(headers_sent):
+                        attempt -= 1
+                        continue
                 if self.policy.retryable_status(status):
                     if await self._retry(attempt, self.policy.delay(attempt, headers.get("Retry-After"))):
                         continue
                     if self._stop.is_set():
                         return None
-                return self._answer(guest, request, status, headers, text, latency_ms, attempt)
+                return provider.answer(guest, context, status, headers, text, latency_ms, attempt)
         finally:
             if not sent:
                 self._released.append(guest.row)
-
-    def _prepare(self, guest: GuestRow) -> tuple[bytes, CallFlowRequest]:
-        """The body to send for ``guest``, and the validated request of its combination of overrides.
-
-        Rows were checked one by one when the sample was read (``flowlab.batch.samples``); what a run adds (client
-        key, friendlyId, defaults) is the same for every row with the same overrides. So each combination
-        is validated by ``CallFlowRequest`` once, with a placeholder identity, and its ``to_body()`` is the
-        template: a guest's identity takes the placeholder's place and its params go last, exactly as
-        ``to_body()`` lays them out. No pydantic per guest: on 2 cores that is measurable throughput.
-        """
-        key = tuple(guest.fields.items())
-        template = self._templates.get(key)
-        if template is None:
-            template = self._templates[key] = self._template(guest.fields)
-        if isinstance(template, RequestValidationError):
-            raise template
-        request, items = template
-        identity = guest.identity_fields
-        body: dict[str, Any] = {}
-        for name, value in items:
-            if name == "browserId":
-                body.update(identity)
-            else:
-                body[name] = value
-        if guest.params:
-            body["params"] = guest.params if isinstance(guest.params, dict) else dict(guest.params)
-        return orjson.dumps(body), request
-
-    def _template(self, fields: Mapping[str, str]) -> _Template | RequestValidationError:
-        placeholder = GuestRow(0, "browserId", "placeholder", fields)
-        try:
-            request = placeholder.to_request(self.options.client_key, self.options.friendly_id, self.defaults)
-        except RequestValidationError as exc:
-            return exc
-        return request, tuple(request.to_body().items())
 
     async def _retry(self, attempt: int, delay: float) -> bool:
         """Wait ``delay`` before another attempt, if retries, the budget and the run allow one."""
@@ -504,87 +532,6 @@ class _Runner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), delay)
         return not self._stop.is_set()
-
-    def _answer(
-        self,
-        guest: GuestRow,
-        request: CallFlowRequest,
-        status: int,
-        headers: Mapping[str, str],
-        text: str,
-        latency_ms: float,
-        attempts: int,
-    ) -> GuestResult:
-        execution_ref = headers.get("X-Flowlab-Execution", "")
-        if not 200 <= status < 300:
-            response = FlowResponse(
-                status, headers, text, latency_ms, url=f"{self.options.base_url}/v2/callFlows"
-            )
-            error = status_error(response).message
-            return self._result(
-                guest, request, status, latency_ms, attempts,
-                error=error, error_type=f"http_{status}", body=text, execution_ref=execution_ref,
-                headers=headers.items(),
-            )  # fmt: skip
-        variant, source, offers = self._read_body(text)
-        return self._result(
-            guest, request, status, latency_ms, attempts, body=text, execution_ref=execution_ref,
-            variant=variant, variant_source=source, offers=offers, headers=headers.items(),
-        )  # fmt: skip
-
-    def _read_body(self, text: str) -> tuple[str, str, list[str]]:
-        """Variant, how it was found, and offer titles; cached, as bodies repeat (one per variant, often)."""
-        found = self._bodies.get(text)
-        if found is None:
-            try:
-                parsed = orjson.loads(text) if text.strip() else None
-            except orjson.JSONDecodeError:
-                parsed = None
-            guess = detect_variant(parsed, text=text, path=self.options.variant_path)
-            found = (guess.label, guess.source, [offer.title for offer in find_offers(parsed)])
-            if len(self._bodies) >= _BODY_CACHE_SIZE:
-                self._bodies.pop(next(iter(self._bodies)))
-            self._bodies[text] = found
-        return found
-
-    def _result(
-        self,
-        guest: GuestRow,
-        request: CallFlowRequest | None,
-        status: int | None,
-        latency_ms: float | None = None,
-        attempts: int = 0,
-        **fields: Any,
-    ) -> GuestResult:
-        sent: tuple[str, ...]
-        if request is not None:  # the values sent, as the model normalised them
-            sent = (
-                request.channel,
-                request.point_of_sale,
-                request.language or "",
-                request.currency_code or "",
-            )
-        else:
-            given = {**self.defaults, **guest.fields}
-            sent = tuple(
-                str(given.get(f) or "") for f in ("channel", "pointOfSale", "language", "currencyCode")
-            )
-        return GuestResult(
-            row=guest.row,
-            guest=guest.value,
-            identity=guest.kind,
-            status_code=status,
-            ok=status is not None and 200 <= status < 300,
-            latency_ms=latency_ms,
-            attempts=attempts,
-            finished_at=time.time(),
-            channel=sent[0],
-            point_of_sale=sent[1],
-            language=sent[2],
-            currency_code=sent[3],
-            extra=guest.extra,
-            **fields,
-        )
 
     # -- the writer --
 
@@ -690,6 +637,16 @@ class _Runner:
             cancelled=cancelled,
             in_flight_before=self.in_flight_before,
         )
+
+
+def _nothing_sent(error: APIError) -> bool:
+    """True when the request never reached the server (``BatchTransport``'s "cannot connect" error), so
+    sending it again cannot record anything twice."""
+    return (
+        isinstance(error, APIConnectionError)
+        and not isinstance(error, APITimeoutError)
+        and error.message.startswith("cannot connect")
+    )
 
 
 # ---- entry points ---------------------------------------------------------------------------------------
@@ -810,7 +767,7 @@ def run_batch_to_file(
     """
     out = Path(out)
     store_path = store_path_for(out)
-    options.check()
+    options.check(sample)
     store = _open_store(sample, options, store_path, resume=resume or only_failed)
     try:
         with _ProgressBar(enabled=progress) as bar:
@@ -847,8 +804,8 @@ def _budget_line(store: RunStore) -> str:
     """The timeout-budget sentence for the run so far (JSS's 400 ms), said at the end of a CLI run (#10)."""
     from flowlab.analysis.budget import budget_sentence, timeout_budget
 
-    if store.progress().ok == 0:
-        return ""
+    if store.progress().ok == 0 or store.meta.provider != "personalize":
+        return ""  # JSS's timeout is a callFlows fact; the Edge has no documented equivalent
     return budget_sentence(timeout_budget(store.to_dataframe(["ok", "variant", "latency_ms"])))
 
 
@@ -949,7 +906,7 @@ def start_batch(
     only_failed: bool = False,
 ) -> BatchHandle:
     """Start a batch in the background and return at once; store problems raise here, before it starts."""
-    options.check()
+    options.check(sample)
     store = _open_store(sample, options, store_path, resume=resume or only_failed)
     try:
         return BatchHandle(_Runner(sample, options, store, only_failed=only_failed), store)

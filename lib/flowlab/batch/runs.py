@@ -16,11 +16,22 @@ already have been tracked). A guest with a row in the store is never called agai
 (``synchronous=NORMAL``: a power cut or OS crash may also lose the last few committed transactions; a
 process crash cannot.)
 
-Tables: ``meta`` (key → JSON: friendlyId, base URL, sample fingerprint, defaults, options, created, started,
-finished, status ``running``/``cancelled``/``done``), ``results`` (one row per guest; ``row`` is the
-sample's row number) and ``dispatched`` (rows whose request may have left without a stored result). The
-sample's own columns live in one JSON column, ``extra``, and become real columns in ``to_dataframe()`` and
-``export()``, renamed ``sample_<name>`` where they would clash with a result column.
+Tables: ``meta`` (key → JSON: provider, friendlyId, base URL, sample fingerprint, defaults, options,
+created, started, finished, status ``running``/``cancelled``/``done``), ``results`` (one row per guest;
+``row`` is the sample's row number) and ``dispatched`` (rows whose request may have left without a stored
+result). The sample's own columns live in one JSON column, ``extra``, and become real columns in
+``to_dataframe()`` and ``export()``, renamed ``sample_<name>`` where they would clash with a result column.
+
+**Two providers, one table** (schema 3). A callFlows row fills ``variant``, ``offers`` and the request
+fields (``channel``…); an AEP Edge row (``RunMeta.provider == "edge"``, whose ``friendly_id`` holds the
+datastream id) has ``guest`` = the identity's id, ``identity`` = its namespace, and fills ``event_type``,
+``segments`` (audience ids over every destination, deduplicated and sorted), ``destinations`` (alias →
+``{"segments": [ids], "attributes": {…}}``) and ``attributes`` (every destination's attributes merged,
+name → value). The other provider's columns stay empty (``""``, ``segments``/``offers`` ``[]``). In
+``to_dataframe()``, ``batches()`` and Parquet exports ``offers`` and ``segments`` are **lists of text**;
+``destinations`` and ``attributes`` are **JSON text** (``json.loads`` them; a JSON object has no one Arrow
+type, attribute values mix numbers and text). CSV exports write the lists as JSON text too. Older stores
+(schema 1 and 2) still open: the Edge columns are added to them, empty, when they are opened.
 """
 
 from __future__ import annotations
@@ -71,9 +82,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: 2 added ``headers`` and ``body_exact`` (what replay needs); 1 still opens (no headers were recorded).
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+#: 3 added the Edge columns (``event_type``, ``segments``, ``destinations``, ``attributes``; added empty to
+#: older stores when opened); 2 added ``headers`` and ``body_exact`` (what replay needs); 1 still opens (no
+#: headers were recorded).
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)
 #: Longer bodies are cut (and marked) in the store; variant and offers are read from the whole body first.
 MAX_BODY_CHARS = 100_000
 #: Response headers a recording never keeps, and name parts that mark a credential (``x-auth-token``…).
@@ -103,7 +116,20 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "pointOfSale",
     "language",
     "currencyCode",
+    "event_type",
+    "segments",
+    "destinations",
+    "attributes",
 )
+#: Result columns added after schema 2, with the value older rows read as.
+_ADDED_COLUMNS: dict[str, str] = {
+    "event_type": "''",
+    "segments": "'[]'",
+    "destinations": "''",
+    "attributes": "''",
+}
+#: Result columns that hold a JSON list of text: lists in read-outs, JSON text in CSV.
+_LIST_COLUMNS: tuple[str, ...] = ("offers", "segments")
 _SQL_TYPES = {
     "row": "INTEGER PRIMARY KEY",
     "status_code": "INTEGER",
@@ -168,9 +194,16 @@ class GuestResult:
     extra: Mapping[str, Any] = field(default_factory=dict)
     #: the response's headers as received (``recorded_headers`` drops the secrets); None: no response
     headers: Iterable[tuple[str, str]] | None = None
+    #: AEP Edge rows only (see the module docstring); empty for callFlows rows
+    event_type: str = ""
+    segments: Sequence[str] = ()
+    destinations: Mapping[str, Any] | None = None
+    attributes: Mapping[str, Any] | None = None
 
     def as_sql(self) -> tuple[Any, ...]:
         """The row's values in ``RESULT_COLUMNS`` order, then ``extra``, ``headers`` (JSON), ``body_exact``.
+
+        The Edge columns of a callFlows row cost no serialisation (constants), so its hot path is unchanged.
 
         ``body_exact`` says the stored body is the whole answer as received: not cut, and no byte that was
         not UTF-8 (decoded as U+FFFD); replay serves only such bodies (``flowlab.sandbox.personalize.replay``).
@@ -181,11 +214,15 @@ class GuestResult:
         extra = orjson.dumps(self.extra, option=orjson.OPT_NON_STR_KEYS).decode()
         headers = None if self.headers is None else orjson.dumps(recorded_headers(self.headers)).decode()
         exact = None if self.status_code is None else int(not cut and "\ufffd" not in self.body)
+        segments = orjson.dumps(list(self.segments)).decode() if self.segments else "[]"
+        destinations = "" if self.destinations is None else orjson.dumps(self.destinations).decode()
+        attributes = "" if self.attributes is None else orjson.dumps(self.attributes).decode()
         return (
             self.row, self.guest, self.identity, self.status_code, int(self.ok), self.variant,
             self.variant_source, offers, len(self.offers), self.latency_ms, self.attempts, self.error,
             self.error_type, body, self.execution_ref, self.finished_at or time.time(), self.channel,
-            self.point_of_sale, self.language, self.currency_code, extra, headers, exact,
+            self.point_of_sale, self.language, self.currency_code, self.event_type, segments, destinations,
+            attributes, extra, headers, exact,
         )  # fmt: skip
 
 
@@ -200,7 +237,11 @@ def recorded_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class RunMeta:
-    """What a run is: target, flow, sample, request defaults and options; ``differences`` guards a resume."""
+    """What a run is: target, flow, sample, request defaults and options; ``differences`` guards a resume.
+
+    ``provider`` is ``personalize`` (callFlows; ``friendly_id`` is the flow) or ``edge`` (AEP Edge;
+    ``friendly_id`` holds the datastream id).
+    """
 
     friendly_id: str
     base_url: str
@@ -213,11 +254,17 @@ class RunMeta:
     created: str = ""
     started: float = 0.0
     finished: str = ""
+    provider: str = "personalize"
 
     def differences(self, other: RunMeta) -> list[str]:
         """What makes ``other`` a different run (flow, target, sample, request defaults); empty if none."""
         checks = (
-            ("friendlyId", self.friendly_id, other.friendly_id),
+            ("provider", self.provider, other.provider),
+            (
+                "datastream id" if self.provider == "edge" else "friendlyId",
+                self.friendly_id,
+                other.friendly_id,
+            ),
             ("base URL", self.base_url.rstrip("/"), other.base_url.rstrip("/")),
             ("guest sample", self.sample_fingerprint, other.sample_fingerprint),
             ("request defaults", _clean(self.defaults), _clean(other.defaults)),
@@ -230,6 +277,7 @@ class RunMeta:
 
     def to_record(self) -> dict[str, Any]:
         return {
+            "provider": self.provider,
             "friendlyId": self.friendly_id,
             "baseUrl": redact_url(self.base_url),
             "sample": self.sample_fingerprint,
@@ -257,6 +305,7 @@ class RunMeta:
             created=raw.get("created", ""),
             started=float(raw.get("started") or 0.0),
             finished=raw.get("finished", ""),
+            provider=raw.get("provider") or "personalize",
         )
 
 
@@ -354,6 +403,10 @@ class RunStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
+            present = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+            for column, default in _ADDED_COLUMNS.items():  # an older store: its rows read as empty
+                if column not in present:
+                    conn.execute(f'ALTER TABLE results ADD COLUMN "{column}" TEXT DEFAULT {default}')
         except sqlite3.DatabaseError:
             conn.close()
             raise
@@ -581,7 +634,8 @@ class RunStore:
         gives rows with equal offers one shared list (for readers that never modify a cell, like the app's
         cached frame: 100,000 list copies cost ~0.1 s). A finished run is read from its columnar copy
         (:meth:`write_columns`) when the columns asked for are in it. REAL columns are fetched
-        plainly, since SQLite's JSON prints 15 digits and would round them. At 100,000 guests this is
+        plainly, since SQLite's JSON prints 15 digits and would round them. ``segments`` comes back as lists
+        like ``offers``; ``destinations`` and ``attributes`` as JSON text (module docstring). At 100,000 guests this is
         1.5-2x faster than the row-by-row read, whose per-row Python work it skips; what remains is mostly
         SQLite's own scan (``bench/analysis_page.py``).
         """
@@ -604,8 +658,9 @@ class RunStore:
         layout = _Layout.build(kinds, columns)
         table = read.table(layout)
         frame: pd.DataFrame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-        if "offers" in layout.wanted:
-            frame.insert(layout.wanted.index("offers"), "offers", read.offer_lists(shared=shared_offers))
+        for column in _list_columns(layout.wanted):  # in table order, so each lands at its index
+            series = read.list_series(column, shared=shared_offers)
+            frame.insert(layout.wanted.index(column), column, series)
         return frame
 
     # ---- the columnar copy (a finished run's fast read) -------------------------------------------------
@@ -623,7 +678,8 @@ class RunStore:
         (``bench/analysis_page.py``). ``set_status("done")`` writes it; ``to_dataframe`` uses it while it
         matches the store (same finish time and row count) and falls back to SQLite otherwise (a running
         run, an old run, a resumed one: ``mark_started`` removes it). Best effort: a failure is logged, the
-        store stays the truth, and None is returned. Offers are kept as JSON text, dictionary-encoded.
+        store stays the truth, and None is returned. Offers and segments are kept as JSON text,
+        dictionary-encoded.
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -637,8 +693,9 @@ class RunStore:
             kinds = read.extra_kinds(meta.extra_columns)
             columns = [c for c in _Layout.build(kinds, None).wanted if c != "body"]
             table = read.table(_Layout.build(kinds, columns))
-            offers = pa.array(read.values["offers"], pa.string()).dictionary_encode()
-            table = table.add_column(columns.index("offers"), "offers", offers)
+            for column in _list_columns(columns):
+                texts = pa.array(read.values[column], pa.string()).dictionary_encode()
+                table = table.add_column(columns.index(column), column, texts)
             stamp = orjson.dumps({"finished": meta.finished, "rows": rows, "version": __version__})
             table = table.replace_schema_metadata({b"flowlab": stamp})
             create_private(partial)
@@ -675,18 +732,18 @@ class RunStore:
             if conn.execute("SELECT count(*) FROM results").fetchone()[0] != stamp.get("rows"):
                 return None
         table = pq.read_table(self.columns_path, columns=wanted, memory_map=True)
-        offers = table.column("offers").combine_chunks() if "offers" in wanted else None
-        if offers is not None:
-            table = table.drop_columns(["offers"])
+        lists = {c: table.column(c).combine_chunks() for c in _list_columns(wanted)}
+        if lists:
+            table = table.drop_columns(list(lists))
         frame: pd.DataFrame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-        if offers is not None:
-            texts = offers.dictionary.to_pylist()
-            codes = offers.indices.to_numpy(zero_copy_only=False)
-            frame.insert(wanted.index("offers"), "offers", _offer_series(texts, codes, shared_offers))
+        for column, encoded in lists.items():
+            texts = encoded.dictionary.to_pylist()
+            codes = encoded.indices.to_numpy(zero_copy_only=False)
+            frame.insert(wanted.index(column), column, _offer_series(texts, codes, shared_offers))
         return frame
 
     def export(self, path: str | Path, *, chunk_rows: int = 20_000) -> Path:
-        """Write the results to ``.csv`` (offers as JSON text) or ``.parquet``, chunk by chunk.
+        """Write the results to ``.csv`` (offers and segments as JSON text) or ``.parquet``, chunk by chunk.
 
         The file appears complete or not at all (written beside it, then renamed), with mode 0600. CSV
         text cells that a spreadsheet would run as a formula are neutralised (``flowlab.csvsafe``);
@@ -704,7 +761,7 @@ class RunStore:
         try:
             for table in self.batches(chunk_rows=chunk_rows):
                 if suffix == ".csv":
-                    table = safe_table(_offers_as_json(table))
+                    table = safe_table(_lists_as_json(table))
                     writer = writer or pa_csv.CSVWriter(str(partial), table.schema)
                 else:
                     writer = writer or pq.ParquetWriter(str(partial), table.schema)
@@ -769,6 +826,7 @@ def _arrow_types() -> tuple[dict[str, Any], dict[str, Any]]:
         "status_code": pa.int64(),
         "ok": pa.bool_(),
         "offers": pa.list_(pa.string()),
+        "segments": pa.list_(pa.string()),
         "offer_count": pa.int64(),
         "latency_ms": pa.float64(),
         "attempts": pa.int64(),
@@ -813,7 +871,7 @@ class _Layout:
         data: dict[str, list[Any]] = {}
         for index, column in enumerate(self.columns):
             values = [r[index] for r in rows]
-            if column == "offers":
+            if column in _LIST_COLUMNS:
                 values = [orjson.loads(v) if v else [] for v in values]
             elif column == "ok":
                 values = [bool(v) for v in values]
@@ -855,7 +913,7 @@ def _distinct(texts: Sequence[Any]) -> tuple[list[int], list[Any]]:
 class _ColumnRead:
     """One snapshot of the results, read column by column (why: ``RunStore.to_dataframe``)."""
 
-    values: dict[str, list[Any]]  # result column -> values in row order (``offers`` as JSON text)
+    values: dict[str, list[Any]]  # result column -> values in row order (list columns as JSON text)
     extra_codes: list[int]  # per row: index into ``extras``
     extras: list[dict[str, Any]]  # the distinct ``extra`` objects, parsed
 
@@ -912,13 +970,13 @@ class _ColumnRead:
         return {k: _json_kind(found[k] - {"null"}) for k in keys}
 
     def table(self, layout: _Layout) -> pa.Table:
-        """Everything but ``offers`` (see ``offer_lists``) as Arrow, in the layout's order and types."""
+        """Everything but the list columns (see ``list_series``) as Arrow, in the layout's order and types."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         arrays: dict[str, pa.Array] = {}
         for column in layout.columns:
-            if column == "offers":
+            if column in _LIST_COLUMNS:
                 continue
             values, kind = self.values[column], layout.schema.field(column).type
             if column == "ok":
@@ -931,16 +989,21 @@ class _ColumnRead:
             coerce = _COERCE[kind_name]
             distinct = [coerce(extra.get(key)) for extra in self.extras]
             arrays[name] = pa.array([distinct[c] for c in self.extra_codes], layout.schema.field(name).type)
-        wanted = [c for c in layout.wanted if c != "offers"]
+        wanted = [c for c in layout.wanted if c not in _LIST_COLUMNS]
         return pa.table(
             {c: arrays[c] for c in wanted}, schema=pa.schema([layout.schema.field(c) for c in wanted])
         )
 
-    def offer_lists(self, *, shared: bool = False) -> pd.Series:
-        """``offers`` as one list per row, each distinct JSON text parsed once (and copied per row unless
-        ``shared``)."""
-        codes, texts = _distinct(self.values["offers"])
+    def list_series(self, column: str = "offers", *, shared: bool = False) -> pd.Series:
+        """A list column (``offers``, ``segments``) as one list per row, each distinct JSON text parsed once
+        (and copied per row unless ``shared``)."""
+        codes, texts = _distinct(self.values[column])
         return _offer_series(texts, codes, shared)
+
+
+def _list_columns(columns: Sequence[str]) -> list[str]:
+    """The list columns among ``columns``, in the order they appear there."""
+    return [c for c in columns if c in _LIST_COLUMNS]
 
 
 def _offer_series(texts: Sequence[str | None], codes: Any, shared: bool) -> pd.Series:
@@ -964,12 +1027,15 @@ def _row_order(rows: Sequence[int]) -> list[int] | None:
     return sorted(range(len(rows)), key=rows.__getitem__)
 
 
-def _offers_as_json(table: pa.Table) -> pa.Table:
-    """CSV has no lists: ``offers`` is written as JSON text, as the store keeps it."""
+def _lists_as_json(table: pa.Table) -> pa.Table:
+    """CSV has no lists: ``offers`` and ``segments`` are written as JSON text, as the store keeps them."""
     import pyarrow as pa
 
-    if "offers" not in table.column_names:
-        return table
-    values = [orjson.dumps(v).decode() for v in table.column("offers").to_pylist()]
-    index = table.column_names.index("offers")
-    return table.set_column(index, pa.field("offers", pa.string()), pa.array(values, pa.string()))
+    for column in _list_columns(table.column_names):
+        values = [orjson.dumps(v).decode() for v in table.column(column).to_pylist()]
+        index = table.column_names.index(column)
+        table = table.set_column(index, pa.field(column, pa.string()), pa.array(values, pa.string()))
+    return table
+
+
+_offers_as_json = _lists_as_json  # the name bench/csv_export.py imports

@@ -18,6 +18,15 @@ strictly (RFC 4180): a quote that opens a field and is never closed, or text aft
 error naming the line where that quoted field starts, instead of silently swallowing the rows after it.
 Reading costs time in proportion to the file's size: a row is worked on only as far as it has cells, so a
 wide header cannot make every short row pay for all its columns.
+
+**Edge samples.** A CSV whose header has ``identity.namespace`` and ``identity.id`` is an AEP Edge sample
+(``GuestSample.provider == "edge"``): one primary identity per row (``Email``, ``ECID``, ``CRMID``, ``Phone``
+or a custom namespace code), an optional ``eventType`` column, ``data.<path>`` and ``xdm.<path>`` columns
+nested into the event's ``data`` and ``xdm`` (values read as for ``params.*``), and every other column kept
+for analysis. Rows are checked with ``flowlab.edge.models.InteractRequest``'s rules (namespace code, email
+format, the 64 KB body). In a ``GuestRow`` of an Edge sample, ``kind`` is the namespace, ``value`` the id,
+``fields`` holds ``eventType`` and ``params`` holds ``{"data": …, "xdm": …}``.
+``edge_sample_from_sandbox`` takes one from the sandbox's edge profiles.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from flowlab.edge.models import InteractRequest
 from flowlab.errors import FieldProblem, RequestValidationError, SampleError
 from flowlab.personalize.models import CallFlowRequest
 
@@ -49,14 +59,17 @@ if TYPE_CHECKING:
     from flowlab.admin import SandboxAdmin
 
 __all__ = [
+    "EDGE_IDENTITY_COLUMNS",
     "IDENTITY_COLUMNS",
     "IDENTITY_KINDS",
     "MAX_COLUMNS",
     "MAX_FIELD_CHARS",
     "OVERRIDE_FIELDS",
+    "PROVIDERS",
     "GuestRow",
     "GuestSample",
     "RowProblem",
+    "edge_sample_from_sandbox",
     "generate_guests",
     "guests_from_sandbox",
     "read_guests",
@@ -70,6 +83,15 @@ OVERRIDE_FIELDS: tuple[str, ...] = ("channel", "pointOfSale", "language", "curre
 IDENTITY_KINDS: tuple[str, ...] = ("browserId", "email", "identifiers")
 #: The columns that say who a guest is; a file needs ``browserId``, ``email`` or both ``identifiers.*``.
 IDENTITY_COLUMNS: tuple[str, ...] = ("browserId", "email", "identifiers.provider", "identifiers.id")
+#: The columns that make a CSV an AEP Edge sample (one primary identity per row).
+EDGE_IDENTITY_COLUMNS: tuple[str, ...] = ("identity.namespace", "identity.id")
+#: What a sample is for (``GuestSample.provider``): callFlows guests or AEP Edge identities.
+PROVIDERS: tuple[str, ...] = ("personalize", "edge")
+_EVENT_TYPE = "eventType"
+_EDGE_PARTS = ("data.", "xdm.")
+#: XDM fields an Edge row sets through its own columns, never through ``xdm.*`` (InteractRequest's rule).
+_OWN_XDM = {"identitymap": "identity.namespace/identity.id", "eventtype": "eventType", "timestamp": "",
+            "_id": ""}  # fmt: skip
 #: Columns a guest CSV may have: far more than any sample needs, few enough that a broken file is caught early.
 MAX_COLUMNS = 1_000
 #: Characters one field may hold (64 Ki): an ID, an email or a note fit; a runaway quoted field does not.
@@ -149,12 +171,16 @@ class RowProblem:
 
 @dataclass
 class GuestSample:
-    """The guests of a batch (in row order), the rows that were skipped, and the analysis columns."""
+    """The guests of a batch (in row order), the rows that were skipped, and the analysis columns.
+
+    ``provider`` says what the guests are for: ``personalize`` (callFlows) or ``edge`` (AEP Edge identities).
+    """
 
     guests: list[GuestRow]
     problems: list[RowProblem] = field(default_factory=list)
     columns: tuple[str, ...] = ()
     source: str = ""
+    provider: str = "personalize"
 
     def __len__(self) -> int:
         return len(self.guests)
@@ -173,6 +199,8 @@ class GuestSample:
 
     def header(self) -> list[str]:
         """The CSV header that ``to_csv`` writes: identity, overrides, flattened params, then extras."""
+        if self.provider == "edge":
+            return self._edge_header()
         kinds: set[str] = set()
         overrides: set[str] = set()
         params: dict[str, None] = {}
@@ -193,8 +221,24 @@ class GuestSample:
             *extras,
         ]
 
+    def _edge_header(self) -> list[str]:
+        event_type = any(_EVENT_TYPE in g.fields for g in self.guests)
+        nested: dict[str, None] = {}
+        for guest in self.guests:
+            nested.update(dict.fromkeys(_flatten(guest.params)))
+        extras = [c for c in self.columns if c not in (*EDGE_IDENTITY_COLUMNS, _EVENT_TYPE)]
+        return [*EDGE_IDENTITY_COLUMNS, *([_EVENT_TYPE] if event_type else []), *nested, *extras]
+
     def records(self) -> Iterator[dict[str, Any]]:
         """Each guest as a flat ``{column: value}`` dict, in the layout of ``header()``."""
+        if self.provider == "edge":
+            for guest in self.guests:
+                record: dict[str, Any] = {"identity.namespace": guest.kind, "identity.id": guest.value}
+                record.update(guest.fields)
+                record.update(_flatten(guest.params))
+                record.update(guest.extra)
+                yield record
+            return
         for guest in self.guests:
             record = _flatten(guest.identity_fields)  # identifiers -> identifiers.provider, identifiers.id
             record.update(guest.fields)
@@ -316,6 +360,7 @@ class _Layout:
     extras: list[tuple[str, int]]
     width: int
     names: tuple[str, ...]
+    provider = "personalize"
 
     @cached_property
     def _param_ends(self) -> list[int]:
@@ -415,14 +460,122 @@ class _Layout:
         return _guest_row(number, identity, fields, nested, extra)
 
 
-def _check_params(params: Sequence[tuple[tuple[str, ...], int]], name: str) -> None:
+class _EdgeLayout:
+    """What each column of an Edge sample means (identity, eventType, ``data.*``/``xdm.*``, extras)."""
+
+    provider = "edge"
+
+    def __init__(self, header: Sequence[str], name: str) -> None:
+        if len(header) > MAX_COLUMNS:
+            raise SampleError(
+                f"{name}: line 1: {len(header):,} columns; a guest sample may have at most {MAX_COLUMNS:,}"
+            )
+        _check_field_sizes(header, None, name, "line 1")
+        names = [cell.strip().lstrip("\ufeff") or f"column_{i + 1}" for i, cell in enumerate(header)]
+        known = {c.lower(): c for c in (*EDGE_IDENTITY_COLUMNS, _EVENT_TYPE)}
+        seen: set[str] = set()
+        self.named: dict[str, int] = {}
+        self.nested: list[tuple[tuple[str, ...], int]] = []
+        self.extras: list[tuple[str, int]] = []
+        for index, column in enumerate(names):
+            lowered = column.lower()
+            if lowered in seen:
+                raise SampleError(f"{name}: column '{column}' appears twice in the header; keep one")
+            seen.add(lowered)
+            if lowered in known:
+                self.named[known[lowered]] = index
+            elif lowered.startswith(_EDGE_PARTS):
+                head, _, rest = column.partition(".")
+                path = (head.lower(), *rest.split("."))
+                if not all(path):
+                    raise SampleError(
+                        f"{name}: column '{column}' needs a field name, e.g. data.cart.value or "
+                        "xdm.commerce.order.priceTotal"
+                    )
+                own = _OWN_XDM.get(path[1].lower()) if head.lower() == "xdm" else None
+                if own is not None:
+                    instead = f"use the {own} column" if own else "Flow Lab sets it for every event"
+                    raise SampleError(f"{name}: column '{column}' cannot set {path[1]}: {instead}")
+                self.nested.append((path, index))
+            else:
+                self.extras.append((column, index))
+        _check_params(self.nested, name, prefix="")
+        self.width = len(names)
+        self.names = tuple(names)
+
+    def row(
+        self, number: int, cells: Sequence[str], checker: object, line: int
+    ) -> GuestRow | list[RowProblem]:
+        """One data row as an Edge identity, or its problems (each naming its column)."""
+        if len(cells) > self.width and any(c.strip() for c in cells[self.width :]):
+            message = f"has {len(cells)} values but the header has {self.width} columns (a stray separator?)"
+            return [RowProblem(number, "", message, line)]
+
+        def cell(index: int) -> str:
+            return cells[index].strip() if index < len(cells) else ""
+
+        namespace = cell(self.named["identity.namespace"])
+        ident = cell(self.named["identity.id"])
+        missing = [c for c, v in (("identity.namespace", namespace), ("identity.id", ident)) if not v]
+        if missing:
+            what = " and ".join(missing)
+            example = (
+                "e.g. Email, ECID or CRMID" if "identity.namespace" in missing else "the identity's value"
+            )
+            return [RowProblem(number, missing[0], f"{what} is empty: fill it in ({example})", line)]
+        fields = {}
+        if _EVENT_TYPE in self.named and (event_type := cell(self.named[_EVENT_TYPE])):
+            fields[_EVENT_TYPE] = event_type
+        nested = _nest(
+            (p, v) for p, i in self.nested if i < len(cells) and (v := _scalar(cells[i])) is not None
+        )
+        try:
+            InteractRequest.build(
+                identity=(namespace, ident),
+                event_type=fields.get(_EVENT_TYPE),
+                data=nested.get("data") or {},
+                xdm=nested.get("xdm") or {},
+                timestamp=None,
+            )
+        except RequestValidationError as exc:
+            return [
+                RowProblem(number, _edge_column(p.field, p.message), p.message, line) for p in exc.problems
+            ]
+        extra = {column: _scalar(cells[i]) for column, i in self.extras if i < len(cells)}
+        return GuestRow(number, namespace, ident, fields or _EMPTY, nested or _EMPTY, extra or _EMPTY)
+
+
+def _edge_column(wire: str, message: str) -> str:
+    """The CSV column a problem of ``InteractRequest`` (named by its wire field) comes from."""
+    if "identityMap" in wire:
+        return "identity.namespace" if "namespace" in message else "identity.id"
+    if wire.endswith("eventType"):
+        return _EVENT_TYPE
+    if wire.startswith(("event.data", "event.xdm")):
+        return wire.removeprefix("event.")
+    return wire
+
+
+def _layout_for(header: Sequence[str], name: str) -> _Layout | _EdgeLayout:
+    """An Edge layout when the header has ``identity.namespace`` and ``identity.id``, else callFlows'."""
+    lowered = {cell.strip().lstrip("\ufeff").lower() for cell in header}
+    edge = [c for c in EDGE_IDENTITY_COLUMNS if c in lowered]
+    if len(edge) == 2:
+        return _EdgeLayout(header, name)
+    if edge:
+        other = EDGE_IDENTITY_COLUMNS[1 - EDGE_IDENTITY_COLUMNS.index(edge[0])]
+        raise SampleError(f"{name}: has an {edge[0]} column but no {other} column; add it (they go together)")
+    return _Layout.from_header(header, name)
+
+
+def _check_params(params: Sequence[tuple[tuple[str, ...], int]], name: str, prefix: str = _PARAMS) -> None:
     paths = {path for path, _ in params}
     for path in paths:
         for depth in range(1, len(path)):
             if path[:depth] in paths:
                 parent, child = ".".join(path[:depth]), ".".join(path)
                 raise SampleError(
-                    f"{name}: columns params.{parent} and params.{child} conflict; keep one of them"
+                    f"{name}: columns {prefix}{parent} and {prefix}{child} conflict; keep one of them"
                 )
 
 
@@ -507,9 +660,9 @@ def _read(stream: IO[str], name: str) -> GuestSample:
     held: list[str] = []  # the physical lines of the record being read, for messages about quotes
     reader = csv.reader(_holding(first, stream, held), delimiter=delimiter, strict=True)
     number = 0
-    layout: _Layout | None = None
+    layout: _Layout | _EdgeLayout | None = None
     try:
-        layout = _Layout.from_header(next(reader), name)
+        layout = _layout_for(next(reader), name)
         checker = _Checker()
         guests: list[GuestRow] = []
         problems: list[RowProblem] = []
@@ -535,7 +688,7 @@ def _read(stream: IO[str], name: str) -> GuestSample:
         ) from None
     if number == 0:
         raise SampleError(f"{name}: has a header but no guest rows; add one row per guest")
-    return GuestSample(guests, problems, tuple(c for c, _ in layout.extras), name)
+    return GuestSample(guests, problems, tuple(c for c, _ in layout.extras), name, layout.provider)
 
 
 def _holding(first: str, rest: IO[str], held: list[str]) -> Iterator[str]:
@@ -560,7 +713,13 @@ def _check_field_sizes(cells: Sequence[str], names: Sequence[str] | None, name: 
 
 
 def _csv_problem(
-    exc: csv.Error, name: str, layout: _Layout | None, row: int, line_num: int, held: Sequence[str], sep: str
+    exc: csv.Error,
+    name: str,
+    layout: _Layout | _EdgeLayout | None,
+    row: int,
+    line_num: int,
+    held: Sequence[str],
+    sep: str,
 ) -> str:
     """One line for a record ``csv.reader`` refused; for quoting, where the quoted field in question starts.
 
@@ -770,3 +929,77 @@ def _sandbox_extra(guest: Mapping[str, Any]) -> dict[str, Any]:
             if value is None or isinstance(value, str | int | float | bool):
                 extra.setdefault(key, value)
     return extra
+
+
+#: Profile attributes that make useful analysis columns of an Edge sample, by XDM path.
+_EDGE_DIMENSIONS: dict[str, tuple[str, ...]] = {
+    "countryCode": ("homeAddress", "countryCode"),
+    "loyaltyTier": ("loyalty", "tier"),
+    "preferredCategory": ("_lumen", "preferredCategory"),
+    "guestType": ("_lumen", "guestType"),
+    "device": ("_lumen", "device"),
+    "newsletter": ("_lumen", "newsletter"),
+}
+_EDGE_PAGE = 500  # the most GET /sandbox/edge/profiles gives in one page
+
+
+def edge_sample_from_sandbox(
+    base_url: str,
+    *,
+    limit: int = 5000,
+    event_type: str | None = None,
+    new_visitors: bool = True,
+    seed: int = 0,
+    admin_token: str | None = None,
+) -> GuestSample:
+    """An Edge sample of ``limit`` identities from the sandbox at ``base_url`` (``GET /sandbox/edge/profiles``).
+
+    Each profile is called by its primary identity; its attributes become analysis columns (``countryCode``,
+    ``loyaltyTier``, ``preferredCategory``, ``guestType``, ``device``, ``newsletter``) and ``profile`` is
+    ``known``. The demo has 1,200 profiles: with ``new_visitors`` the rest of ``limit`` are first-time
+    visitors (fresh ECIDs from ``seed``, ``profile`` = ``new``), whom only edge audiences on the event can
+    qualify. ``event_type`` (e.g. ``commerce.checkouts``) goes on every row.
+    """
+    from flowlab.admin import SandboxAdmin
+
+    if limit < 0:
+        raise SampleError(f"limit must be 0 or more, not {limit}")
+    fields = {_EVENT_TYPE: event_type} if event_type else _EMPTY
+    columns = ("profile", *_EDGE_DIMENSIONS)
+    guests: list[GuestRow] = []
+    with SandboxAdmin(base_url=base_url, admin_token=admin_token) as admin:
+        offset = 0
+        while len(guests) < limit:
+            page = admin.edge_profiles(limit=min(_EDGE_PAGE, limit - len(guests)), offset=offset)
+            items = page.get("items") or []
+            if not items:
+                break
+            offset += len(items)
+            for item in items:
+                identity = item.get("identity") or {}
+                namespace, ident = identity.get("namespace"), identity.get("id")
+                if not (isinstance(namespace, str) and isinstance(ident, str) and namespace and ident):
+                    continue
+                extra: dict[str, Any] = {"profile": "known"}
+                attributes = item.get("attributes") or {}
+                for column, path in _EDGE_DIMENSIONS.items():
+                    extra[column] = _dig(attributes, path)
+                guests.append(GuestRow(len(guests) + 1, namespace, ident, fields, _EMPTY, extra))
+    if new_visitors and len(guests) < limit:
+        rng = random.Random(seed)
+        empty = dict.fromkeys(_EDGE_DIMENSIONS)
+        while len(guests) < limit:
+            ecid = str(rng.getrandbits(126)).zfill(38)  # an ECID is 38 digits
+            guests.append(
+                GuestRow(len(guests) + 1, "ECID", ecid, fields, _EMPTY, {"profile": "new", **empty})
+            )
+    source = f"sandbox edge profiles (n={limit}" + (f", {event_type}" if event_type else "") + ")"
+    return GuestSample(guests, [], columns, source, "edge")
+
+
+def _dig(node: Any, path: Sequence[str]) -> Any:
+    for part in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node if node is None or isinstance(node, str | int | float | bool) else None
