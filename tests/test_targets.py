@@ -131,3 +131,32 @@ def test_a_saved_sandbox_target_calls_the_sandbox(sandbox: SandboxServer) -> Non
     with FlowClient(base_url=target.base_url, retries=0) as client:
         response = client.call(clientKey=target.client_key, friendlyId="checkout_ab_test", browserId="t-1")
     assert response.ok
+
+
+def test_edge_targets_save_without_a_secret_and_old_files_still_load(tmp_path: Path) -> None:
+    from flowlab.workbench.targets import SAVED_FIELDS
+
+    path = tmp_path / "targets.json"
+    path.write_text(
+        '{"version": 1, "targets": [{"name": "Old EU", "region": "eu", "clientKey": "k", "pointOfSale": "p"}]}'
+    )
+    store = TargetStore(path)
+    (old,) = store.targets()
+    assert old.provider == "personalize" and old.client_key == "k"
+    edge = Target.edge(
+        "Acme web",
+        base_url="https://server.adobedc.net/",
+        datastream_id="ds-1",
+        org_id="ABC123@AdobeOrg",
+        client_id="client-1",
+        location_hint="IRL1",
+    )
+    store.save(edge)
+    assert store.get("Acme web") == edge and edge.location_hint == "irl1" and edge.is_edge
+    saved = path.read_text()
+    assert "secret" not in saved.lower()
+    assert all(set(entry) == set(SAVED_FIELDS) for entry in json.loads(saved)["targets"])
+    with pytest.raises(TargetError) as problems:
+        Target.edge("x", base_url="https://u:p@edge.adobedc.net", datastream_id="", client_id="c")
+    fields = {p.field for p in problems.value.problems}
+    assert fields == {"base_url", "datastream_id", "org_id"}
