@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from flowlab import analysis
+from flowlab.admin import SandboxAdmin
 from flowlab.analysis.membership import (
     attribute_summary,
     audience_names,
@@ -22,7 +24,12 @@ from flowlab.analysis.membership import (
 )
 from flowlab.analysis.membership_chart import membership_chart
 from flowlab.analysis.stats import wilson_interval
+from flowlab.batch.runlog import load_results
+from flowlab.batch.runner import BatchOptions, start_batch
+from flowlab.batch.samples import edge_sample_from_sandbox
+from flowlab.edge.provider import EdgeProvider
 from flowlab.errors import FlowLabError, SampleError
+from flowlab.sandbox import SandboxServer
 
 GOLD, CHECKOUT, NEWS = "aud-gold", "aud-checkout", "aud-news"
 AUDIENCES = [
@@ -242,3 +249,51 @@ def test_membership_chart_spec() -> None:
 def test_exported_from_the_analysis_package() -> None:
     assert analysis.membership_rates is membership_rates
     assert {"attribute_summary", "membership_rates", "membership_sentence"} <= set(analysis.__all__)
+
+
+def test_is_edge_run_tells_callflows_rows_with_an_empty_segments_column_apart() -> None:
+    callflows = pd.DataFrame({"variant": ["A", "B"], "segments": [[], []], "event_type": ["", ""]})
+    assert not is_edge_run(callflows)
+    assert is_edge_run(callflows.assign(variant="", event_type="web.webpagedetails.pageViews"))
+    assert is_edge_run(pd.DataFrame({"variant": ["", ""], "segments": ["[]", '["a"]']}))
+    assert not is_edge_run(pd.DataFrame({"variant": ["A"]}))
+
+
+def test_a_real_edge_run_agrees_with_the_sandboxs_profiles(
+    fresh_sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """1,250 identities through the runner (the demo's 1,200 profiles, 50 first-time visitors):
+    batch-evaluated audiences (a page view cannot change them) are exactly the sandbox's realized
+    memberships, and first-time visitors are in none."""
+    url = fresh_sandbox.url
+    sample = edge_sample_from_sandbox(url, limit=1250)
+    options = BatchOptions(base_url=url, provider=EdgeProvider.for_sandbox(url), concurrency=20)
+    handle = start_batch(sample, options, tmp_path / "edge.sqlite")
+    assert handle.wait(60)
+    run = load_results(tmp_path / "edge.sqlite")
+    with SandboxAdmin(base_url=url) as admin:
+        audiences = admin.edge_audiences()
+        profiles = [
+            p for offset in (0, 500, 1000) for p in admin.edge_profiles(limit=500, offset=offset)["items"]
+        ]
+    batch = {a["id"] for a in audiences if a["evaluation"] == "batch"}
+    truth = {
+        p["identity"]["id"]: {m["id"] for m in p["audiences"] if m["status"] == "realized"} & batch
+        for p in profiles
+    }
+    table = membership_rates(run, by="profile", audiences=audiences)
+    assert set(table["audience"]) == {a["id"] for a in audiences}  # every audience, members or not
+    known = run[run["profile"] == "known"]
+    assert len(known) == len(truth) == 1200 and run["ok"].all()
+    for audience in batch:
+        expected = sum(audience in truth[guest] for guest in known["guest"])
+        row = _row(table, audience, profile="known")
+        assert (row["guests"], row["members"]) == (len(known), expected)
+        assert _row(table, audience, profile="new")["members"] == 0
+    tiers = membership_rates(known, by="loyaltyTier", audiences=audiences)
+    gold = tiers[tiers["name"] == "Gold and platinum members"].set_index("loyaltyTier")["rate"]
+    assert gold["gold"] == gold["platinum"] == 1.0 and gold["silver"] == gold["none"] == 0.0
+    attributes = attribute_summary(run).set_index("attribute")
+    assert attributes.loc["loyaltyTier", "present"] == len(
+        known
+    )  # authenticated: mapped attributes come back

@@ -63,8 +63,22 @@ _ATTRIBUTE_COLUMNS = ("attribute", "guests", "present", "share", "distinct", "to
 
 
 def is_edge_run(frame: pd.DataFrame) -> bool:
-    """Whether a run's rows are Edge rows (they carry ``segments``), for pages that show either analysis."""
-    return isinstance(frame, pd.DataFrame) and "segments" in frame.columns
+    """Whether a run's rows are Edge rows, for a run whose provider is not recorded (a file from elsewhere).
+
+    The run store gives callFlows rows an empty ``segments`` column too, so the column alone does not
+    decide: Edge rows also carry an event type or an audience, or the table has no ``variant`` at all.
+    Prefer ``RunMeta.provider == "edge"`` when it is known.
+    """
+    if not isinstance(frame, pd.DataFrame) or "segments" not in frame.columns:
+        return False
+    if "variant" not in frame.columns:
+        return True
+    if "event_type" in frame.columns:
+        kinds = frame["event_type"]
+        if bool((kinds.notna() & (kinds.astype(str).str.strip() != "")).any()):
+            return True
+    cells = frame["segments"]
+    return bool(cells.map(lambda c: bool(parse_segments(c)) if c is not None else False).any())
 
 
 def _decoded(raw: Any, row: Any, column: str) -> Any:
