@@ -65,6 +65,26 @@ def batch_and_analysis(page: Page, out: Path) -> None:
     shoot(page, out, "analysis")
 
 
+def edge_pages(page: Page, out: Path) -> None:
+    """AEP Edge: Lena's checkout on Edge preview, then the preset journey; back to Sitecore Personalize."""
+    page.locator(".st-key-target_provider button", has_text="AEP Edge").click()
+    settle(page)
+    nav(page, "Edge preview")
+    page.wait_for_selector(".st-key-edge_call button:not([disabled])", timeout=30_000)
+    page.locator(".st-key-edge_call button").click()
+    page.wait_for_selector(".st-key-edge_why", timeout=20_000)
+    settle(page)
+    shoot(page, out, "edge-preview")
+    nav(page, "Journey")
+    page.locator(".st-key-journey_play button").click()
+    page.wait_for_selector("[data-testid='stVegaLiteChart']", timeout=30_000)
+    settle(page)
+    page.wait_for_timeout(1000)  # the chart finishes drawing
+    shoot(page, out, "journey")
+    page.locator(".st-key-target_provider button", has_text="Sitecore Personalize").click()
+    settle(page)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
@@ -94,6 +114,8 @@ def main() -> None:
 
                 nav(page, "History")
                 shoot(page, out, "history")
+
+                edge_pages(page, out)
 
                 nav(page, "Sandbox")
                 shoot(page, out, "sandbox")

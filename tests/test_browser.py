@@ -64,6 +64,19 @@ def test_a_deep_link_first_still_gets_the_frame(app: App, page: Page) -> None:
     expect(page.get_by_text("SANDBOX · Sandbox (built-in)").first).to_be_visible()
 
 
+def test_edge_preview_one_click_shows_an_audience_name(app: App, page: Page) -> None:
+    """Pick AEP Edge, open Edge preview, press Call Edge: Lena's audiences by name, in a real browser."""
+    page.goto(app.url)
+    expect(page.locator(".st-key-target_provider")).to_be_visible(timeout=30_000)
+    page.locator(".st-key-target_provider button", has_text="AEP Edge").click()
+    settle(page)
+    page.locator("[data-testid='stSidebarNav'] a", has_text="Edge preview").first.click()
+    settle(page)
+    page.locator(".st-key-edge_call button").click()
+    expect(page.get_by_text("Checking out today").first).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("Nothing was sent")).to_have_count(0)
+
+
 def test_first_visit_one_click_shows_an_offer(app: App, page: Page) -> None:
     """Issue #8: a new visitor presses Call flow once, as the page says, and sees offers, not errors."""
     page.goto(app.url)
