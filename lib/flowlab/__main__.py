@@ -202,6 +202,8 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
     from flowlab.batch.runner import BatchOptions, resume_state, run_batch_to_file, store_path_for
     from flowlab.batch.samples import read_guests
 
+    if args.provider == "personalize" and not args.friendly_id:
+        raise UsageError("--friendly-id is required (the flow to call), or pass --provider edge")
     sample = read_guests(Path(args.guests))
     if sample.problems:
         for problem in sample.problems[:20]:
@@ -212,6 +214,8 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
         if not sample.guests:
             raise UsageError(f"{args.guests}: no usable guest rows")
         sys.stderr.write(f"skipping {len(sample.problems)} bad rows; running {len(sample.guests)} guests\n")
+    if args.provider == "edge":
+        return _edge_batch(args, settings, sample)
     with _target(args, settings) as (base_url, client_key):
         _confirm_live_batch(
             base_url, len(sample.guests), settings.batch_confirm_threshold, assume_yes=args.yes
@@ -241,6 +245,73 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
         )
     sys.stderr.write(summary.describe() + "\n")
     return 0 if summary.failed == 0 else EXIT_API
+
+
+def _edge_batch(args: argparse.Namespace, settings: Settings, sample: Any) -> int:
+    """``batch --provider edge``: the sample against AEP Edge interact (a sandbox's demo credentials unless
+    ``--no-auth``; on a live org ``FLOWLAB_EDGE_*``)."""
+    from flowlab.batch.runner import BatchOptions, resume_state, run_batch_to_file, store_path_for
+
+    if sample.provider != "edge":  # refused before any sandbox starts or anything is called
+        raise UsageError(
+            f"{args.guests} is a callFlows guest CSV: an Edge batch needs identity.namespace and identity.id "
+            "columns (optional eventType, data.*, xdm.*)"
+        )
+    with _edge_target(args, settings) as (base_url, provider):
+        _confirm_live_batch(
+            base_url, len(sample.guests), settings.batch_confirm_threshold, assume_yes=args.yes
+        )
+        options = BatchOptions(
+            base_url=base_url,
+            provider=provider,
+            concurrency=args.concurrency,
+            rps=args.rps,
+            retries=args.retries,
+            timeout=args.timeout or settings.timeout,
+        )
+        if args.resume:
+            state = resume_state(store_path_for(args.out))
+            if state is not None:
+                sys.stderr.write(state.describe() + "\n")
+        summary = run_batch_to_file(
+            sample, options, Path(args.out), resume=args.resume, progress=not args.quiet
+        )
+    sys.stderr.write(summary.describe() + "\n")
+    return 0 if summary.failed == 0 else EXIT_API
+
+
+@contextmanager
+def _edge_target(args: argparse.Namespace, settings: Settings) -> Iterator[tuple[str, Any]]:
+    """(base_url, EdgeProvider): a sandbox started for this command, a sandbox given by URL (its demo
+    credentials), or a live Edge with the ``FLOWLAB_EDGE_*`` settings."""
+    from flowlab.edge.provider import EdgeProvider
+
+    auth = not args.no_auth
+    base_url = args.base_url or settings.edge_base_url
+    if base_url is None:
+        from flowlab.sandbox import SandboxServer
+
+        with SandboxServer(
+            latency_ms=settings.sandbox_latency_ms, faults=settings.sandbox_faults or None
+        ) as sb:
+            yield (
+                sb.url,
+                EdgeProvider.for_sandbox(sb.url, authenticated=auth, datastream=args.datastream_id or 0),
+            )
+        return
+    url = resolve_base_url(base_url=base_url) or base_url
+    if EdgeCredentials.from_settings(settings) is None:
+        with SandboxAdmin(base_url=url, timeout=5) as admin:
+            on_sandbox = admin.is_sandbox()
+        if on_sandbox:
+            yield url, EdgeProvider.for_sandbox(url, authenticated=auth, datastream=args.datastream_id or 0)
+            return
+        if auth:
+            sys.stderr.write(
+                "note: no FLOWLAB_EDGE_CLIENT_ID / FLOWLAB_EDGE_CLIENT_SECRET: sending the unauthenticated "
+                "call (audiences only, no attributes)\n"
+            )
+    yield url, EdgeProvider.from_settings(settings, datastream_id=args.datastream_id, authenticated=auth)
 
 
 DEMO_IDENTITY = "Email:lena.vogel@example.de"
@@ -363,12 +434,14 @@ def _confirm_live_batch(base_url: str, guests: int, threshold: int, *, assume_ye
         raise UsageError("not confirmed; nothing was called")
 
 
-def _add_target(p: argparse.ArgumentParser) -> None:
+def _add_target(p: argparse.ArgumentParser, *, friendly_required: bool = True) -> None:
     p.add_argument("--base-url", help="tenant base URL (default: a sandbox started for this command); "
                    f"regions: {', '.join(REGIONS.values())}")  # fmt: skip
     p.add_argument("--client-key", help="the tenant's client key (default: the sandbox's demo key)")
     p.add_argument(
-        "--friendly-id", required=True, help="the flow's friendlyId; a trailing * matches by prefix"
+        "--friendly-id",
+        required=friendly_required,
+        help="the flow's friendlyId; a trailing * matches by prefix",
     )
     p.add_argument("--channel", type=str.upper, choices=CHANNELS, help="channel (default WEB)")
     p.add_argument("--pos", help="point of sale, e.g. lumen/de")
@@ -444,10 +517,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     call.set_defaults(func=cmd_call)
 
-    batch = sub.add_parser("batch", help="execute a flow for every guest in a CSV")
-    _add_target(batch)
+    batch = sub.add_parser("batch", help="execute a flow (or an AEP Edge event) for every guest in a CSV")
+    _add_target(batch, friendly_required=False)
     batch.add_argument(
-        "--guests", required=True, help="guest CSV (browserId, email or identifiers.provider/.id)"
+        "--provider",
+        choices=("personalize", "edge"),
+        default="personalize",
+        help="personalize: callFlows (default; needs --friendly-id); edge: AEP Edge interact",
+    )
+    batch.add_argument(
+        "--datastream-id", help="with --provider edge: the datastream (on a sandbox default its first)"
+    )
+    batch.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="with --provider edge: the unauthenticated edge call (audiences only, no attributes)",
+    )
+    batch.add_argument(
+        "--guests",
+        required=True,
+        help="guest CSV (browserId, email or identifiers.provider/.id; for --provider edge "
+        "identity.namespace, identity.id, optional eventType, data.*, xdm.*)",
     )
     batch.add_argument("--concurrency", type=int, default=50, help="requests in flight (default 50)")
     batch.add_argument("--rps", type=float, default=None, help="cap on requests per second")

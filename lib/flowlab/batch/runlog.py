@@ -100,7 +100,7 @@ def write_sample(sample: GuestSample, path: str | Path) -> Path:
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     with open_private(partial) as out:
-        header = {"columns": list(sample.columns), "source": sample.source}
+        header = {"columns": list(sample.columns), "source": sample.source, "provider": sample.provider}
         out.write(orjson.dumps(header) + b"\n")
         for g in sample.guests:
             record = [g.row, g.kind, g.value, dict(g.fields), dict(g.params), dict(g.extra)]
@@ -118,7 +118,8 @@ def read_sample(path: str | Path) -> GuestSample:
             guests = [GuestRow(*orjson.loads(line)) for line in lines if line.strip()]
     except (OSError, StopIteration, orjson.JSONDecodeError, TypeError) as exc:
         raise RunStoreError(f"the guests of this run cannot be read from {path} ({exc})") from None
-    return GuestSample(guests, [], tuple(header.get("columns", ())), str(header.get("source", "")))
+    columns, source = tuple(header.get("columns", ())), str(header.get("source", ""))
+    return GuestSample(guests, [], columns, source, str(header.get("provider") or "personalize"))
 
 
 def load_results(path: str | Path, *, body: bool = False) -> pd.DataFrame:
@@ -136,6 +137,16 @@ def load_results(path: str | Path, *, body: bool = False) -> pd.DataFrame:
             return store.to_dataframe([*fixed, *_extra_names(store.meta.extra_columns)])
         except KeyError:  # a column no row has a value for (or an empty run): ask the rows
             return store.to_dataframe([*fixed, *_extra_names(store.extra_types())])
+
+
+def _edge_provider(base_url: str, datastream: str, stored: Any, is_sandbox: bool) -> Any:
+    """The Edge provider a stored run was started with (see ``RunLog.options``)."""
+    from flowlab.edge.provider import EdgeProvider
+
+    authenticated = bool(stored.get("authenticated", True))
+    if is_sandbox:
+        return EdgeProvider.for_sandbox(base_url, authenticated=authenticated, datastream=datastream)
+    return EdgeProvider.from_settings(load_settings(), datastream_id=datastream, authenticated=authenticated)
 
 
 def _extra_names(columns: Iterable[str]) -> list[str]:
@@ -218,7 +229,7 @@ class RunLog:
         ``start`` is this plus ``start_batch``; scripts that fill a store themselves (benchmarks, imports)
         write to ``store_path(run_id)``.
         """
-        run_id = self._new_id(options.friendly_id)
+        run_id = self._new_id(options.active_provider.target)
         folder = self.root / run_id
         if self.data_dir is not None:
             private_dir(self.data_dir)
@@ -228,7 +239,7 @@ class RunLog:
             write_sample(sample, folder / _GUESTS)
             JsonFile(folder / _INFO).write(
                 {
-                    "name": name.strip() or f"{options.friendly_id} · {len(sample):,} guests",
+                    "name": name.strip() or f"{options.active_provider.target} · {len(sample):,} guests",
                     "target": target,
                     "isSandbox": is_sandbox,
                     "clientKey": options.client_key,
@@ -264,7 +275,11 @@ class RunLog:
         return self.get(run_id), handle
 
     def options(self, run_id: str, **overrides: Any) -> BatchOptions:
-        """The options a run was started with (``overrides`` replace some: e.g. ``rps=None``)."""
+        """The options a run was started with (``overrides`` replace some: e.g. ``rps=None``).
+
+        An Edge run gets its provider back from the sandbox (its demo credentials) or, on a live org, from
+        the ``FLOWLAB_EDGE_*`` settings: no secret is kept with a run. Pass ``provider=`` to choose.
+        """
         record = self.get(run_id)
         info = JsonFile(record.folder / _INFO).read() or {}
         with RunStore.open(record.path) as store:
@@ -282,6 +297,8 @@ class RunLog:
             "variant_path": stored.get("variantPath"),
             "retry_budget": float(stored.get("retryBudget", 0.5)),
         }
+        if meta.provider == "edge" and "provider" not in overrides:
+            values["provider"] = _edge_provider(meta.base_url, meta.friendly_id, stored, record.is_sandbox)
         values.update(overrides)
         return BatchOptions(**values)
 

@@ -391,7 +391,7 @@ class _Runner:
             await provider.close()
         if self._fatal is not None:
             raise BatchStopped(
-                f"the batch stopped: {self._fatal}. Nothing more was called; fix it and run again"
+                f"the batch stopped: {self._fatal.rstrip('.')}. Nothing more was called; fix it and run again"
             )
         return self._summary(cancelled=not complete)
 
