@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui import runs
 from ui.analysis_view import (
     load_analysis,
     run_picker,
     show_breakdown,
     show_compare,
     show_detection,
+    show_edge_analysis,
     show_errors,
     show_latency,
     show_offers,
@@ -31,6 +33,9 @@ record = run_picker()
 if record is None:
     st.info("No runs yet: start one on the Batch run page.", icon=":material/info:")
     st.page_link("app_pages/batch.py", label="Go to Batch run", icon=":material/play_arrow:")
+    st.stop()
+if runs.is_edge(record):
+    show_edge_analysis(record)  # AEP Edge: audience membership, not variants
     st.stop()
 analysis = load_analysis(record)
 show_overview(analysis)

@@ -20,6 +20,8 @@ import streamlit as st
 
 from flowlab import analysis
 from flowlab.analysis import budget, charts, outcomes, planning
+from flowlab.analysis.membership import membership_sentence
+from flowlab.analysis.membership_chart import membership_chart
 from flowlab.analysis.report import comparison_rows, conversion_rows, parse_split, split_rows, verdict_kind
 from flowlab.batch.runlog import RunRecord
 from flowlab.errors import FlowLabError
@@ -34,6 +36,7 @@ __all__ = [
     "show_breakdown",
     "show_compare",
     "show_detection",
+    "show_edge_analysis",
     "show_errors",
     "show_latency",
     "show_offers",
@@ -664,3 +667,152 @@ def show_compare(a: Analysis) -> None:
             f"**Guests who switched variant** (first {len(result.switched)} of {result.switched_count:,})"
         )
         st.dataframe(result.switched, hide_index=True, width="stretch")
+
+
+# ---- AEP Edge runs: audience membership ------------------------------------------------------------------
+
+_OVERALL = "(overall)"
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _audience_names(base_url: str) -> tuple[tuple[str, str], ...]:
+    """The sandbox's audience names (a live org's audiences are shown by id: the Edge API has no names)."""
+    return tuple(
+        (str(a["id"]), str(a.get("name") or a["id"])) for a in sandbox_admin(base_url).edge_audiences()
+    )
+
+
+def show_edge_analysis(record: RunRecord) -> None:
+    """An AEP Edge run: membership rates per audience with intervals, by a dimension; the attributes the
+    With Attributes destination returned; latency, errors and the run table. No variants here: the Edge
+    answers which audiences a profile is in, not which experience it gets."""
+    path, stamp = str(record.path), runs.stamp(record.path)
+    frame = runs.run_frame(path, stamp)
+    key = (path, stamp, "edge")
+    st.caption(
+        plain(f"Datastream {record.friendly_id} on {record.target} · started {_when(record.created)}")
+        + (f" · {plain(_source_text(record.source))}" if record.source else "")
+    )
+    if record.status == "running":
+        st.info(
+            "This run is still going: the analysis covers the identities done so far.", icon=":material/sync:"
+        )
+    done, answered, failed, status = st.columns(4)
+    done.metric("Identities with a result", f"{record.done:,}", help=f"of {record.total:,} in the sample")
+    answered.metric("Answered", f"{record.ok:,}")
+    failed.metric("Failed calls", f"{record.failed:,}", help="Left out of every membership rate.")
+    status.metric("Status", record.status)
+
+    names: tuple[tuple[str, str], ...] = ()
+    if _has_truth(record):
+        try:
+            names = _audience_names(record.base_url)
+        except FlowLabError as exc:
+            st.warning(
+                f"The sandbox's audience names are not available: {plain(str(exc))}",
+                icon=":material/warning:",
+            )
+
+    st.subheader("Audience membership")
+    dims = runs.edge_dimensions(key, frame)
+    by_choice = st.selectbox(
+        "By", [_OVERALL, *dims], key="analysis_edge_by",
+        help="A column of the sample (countryCode, loyaltyTier…), the identity namespace or the event type.",
+    )  # fmt: skip
+    by = None if by_choice == _OVERALL else str(by_choice)
+    try:
+        rates = runs.membership(key, frame, by, names)
+    except FlowLabError as exc:
+        st.error(plain(str(exc)), icon=":material/error:")
+        return
+    st.info(plain(membership_sentence(rates)), icon=":material/groups:")
+    if not rates.empty:
+        shown = rates[rates["guests"] > 0]
+        height = 80 + 26 * len(shown) if by is None else 80 + 18 * len(shown)
+        st.altair_chart(membership_chart(rates, by=by), width="stretch", height=min(height, 1200))
+        st.dataframe(
+            rates,
+            hide_index=True,
+            width="stretch",
+            key="analysis_edge_rates",
+            column_config={
+                "audience": st.column_config.TextColumn("audience id"),
+                "guests": st.column_config.NumberColumn("answered", format="%d"),
+                "rate": _PERCENT,
+                "rate_low": st.column_config.NumberColumn("95% interval from", format="percent"),
+                "rate_high": st.column_config.NumberColumn("to", format="percent"),
+            },
+        )
+        st.caption(
+            "An identity is a member when the activation:pull answer lists the audience for any destination "
+            "(Edge lists realized audiences only). Intervals: Wilson, 95%. Failed calls are left out of "
+            "every rate."
+            + ("" if names else " Audiences are shown by id: a live org's Edge answer carries no names.")
+        )
+
+    st.subheader("Attributes")
+    table = runs.attributes(key, frame, by)
+    if table.empty:
+        st.info(
+            "No row carried a profile attribute. Attributes come only from a Custom Personalization With "
+            "Attributes destination through the authenticated Server API; a call without a token gets "
+            "audiences only.",
+            icon=":material/info:",
+        )
+    else:
+        st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            key="analysis_edge_attributes",
+            column_config={"guests": st.column_config.NumberColumn("answered", format="%d"), "share": _PERCENT,
+                           "top_values": st.column_config.TextColumn("top values")},
+        )  # fmt: skip
+
+    latency, errors, rows = st.tabs(["Latency", "Errors", "Run table"])
+    with latency:
+        summary, histogram = runs.edge_latency(key, frame)
+        if summary.empty:
+            st.caption("No answered calls yet.")
+        else:
+            overall = summary.iloc[-1]
+            p50, p95, p99, worst = st.columns(4)
+            p50.metric("p50", f"{overall['p50']:,.0f} ms")
+            p95.metric("p95", f"{overall['p95']:,.0f} ms")
+            p99.metric("p99", f"{overall['p99']:,.0f} ms")
+            worst.metric("max", f"{overall['max']:,.0f} ms")
+            st.altair_chart(charts.latency_chart(histogram), width="stretch")
+            number = st.column_config.NumberColumn(format="%.1f")
+            st.dataframe(
+                summary.rename(columns={"variant": "event type"}),
+                hide_index=True,
+                width="stretch",
+                column_config={c: number for c in ("mean", "p50", "p95", "p99", "max")},
+            )
+            st.caption(
+                "One colour per event type of the sample. Adobe publishes up to 500 ms end to end for the Edge."
+            )
+    with errors:
+        failures = runs.errors(key, frame)
+        if failures.empty:
+            st.success("No failed calls.", icon=":material/check_circle:")
+        else:
+            st.altair_chart(charts.errors_chart(failures), width="stretch")
+            st.dataframe(failures, hide_index=True, width="stretch", column_config={"share": _PERCENT,
+                         "share_of_errors": st.column_config.NumberColumn(format="percent")})  # fmt: skip
+    with rows:
+        wanted = ["row", "guest", "identity", "event_type", "ok", "status_code", "segments", "attributes",
+                  "latency_ms", "error_type", "error", *dims]  # fmt: skip
+        columns = list(dict.fromkeys(c for c in wanted if c in frame.columns))
+        st.dataframe(
+            frame[columns].head(_TABLE_ROWS),
+            hide_index=True,
+            width="stretch",
+            height=360,
+            key="analysis_edge_table",
+            column_config={"latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f")},
+        )
+        st.caption(
+            f"The first {min(len(frame), _TABLE_ROWS):,} of {len(frame):,} identities. "
+            "Export the whole run (CSV or Parquet) on the Batch run page."
+        )

@@ -27,6 +27,13 @@ import streamlit as st
 
 from flowlab import analysis
 from flowlab.analysis import budget, report, sequential
+from flowlab.analysis.membership import (
+    attribute_summary as membership_attributes,
+    edge_latency as membership_latency,
+    is_edge_run,
+    membership_dimensions,
+    membership_rates,
+)
 from flowlab.analysis.outcomes import read_outcomes, sandbox_outcomes, with_outcomes
 from flowlab.batch.runlog import RunLog, RunRecord
 from flowlab.batch.runner import BatchHandle, BatchOptions
@@ -38,18 +45,23 @@ __all__ = [
     "Stamp",
     "accuracy",
     "analysis_frame",
+    "attributes",
     "budget_table",
     "breakdown",
     "compare",
     "conversion",
     "current_run",
     "dimensions",
+    "edge_dimensions",
+    "edge_latency",
     "errors",
     "export_bytes",
     "frozen",
     "handle",
+    "is_edge",
     "latency",
     "levels",
+    "membership",
     "offers",
     "outcome_table",
     "peeking",
@@ -346,3 +358,38 @@ def table(
 def frozen(mapping: Mapping[str, float] | None) -> tuple[tuple[str, float], ...] | None:
     """A mapping as a hashable, ordered tuple (a cache key)."""
     return None if mapping is None else tuple(sorted((str(k), float(v)) for k, v in mapping.items()))
+
+
+# ---- AEP Edge runs (audience membership; flowlab.analysis.membership) -----------------------------------
+
+
+def is_edge(record: RunRecord) -> bool:
+    """An AEP Edge run: its record says so (``provider``), or, for a record without one, its rows do."""
+    provider = getattr(record, "provider", None)
+    if provider is not None:
+        return bool(provider == "edge")
+    return is_edge_run(run_frame(str(record.path), stamp(record.path)))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def membership(
+    key: tuple[Any, ...], _frame: pd.DataFrame, by: str | None, audiences: tuple[tuple[str, str], ...]
+) -> pd.DataFrame:
+    """``flowlab.analysis.membership.membership_rates`` per run state, dimension and audience names."""
+    return membership_rates(_frame, by=by, audiences=dict(audiences))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def attributes(key: tuple[Any, ...], _frame: pd.DataFrame, by: str | None) -> pd.DataFrame:
+    return membership_attributes(_frame, by=by)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def edge_latency(key: tuple[Any, ...], _frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Latency per event type (the tables' ``variant`` column holds it)."""
+    return membership_latency(_frame)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def edge_dimensions(key: tuple[Any, ...], _frame: pd.DataFrame) -> list[str]:
+    return membership_dimensions(_frame)
