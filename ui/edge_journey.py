@@ -59,7 +59,7 @@ def show_journey(journey: Journey) -> None:
     if not journey.timeline.empty:
         st.altair_chart(journey_chart(journey.timeline), width="stretch")
     st.subheader("Hit by hit")
-    columns = st.columns(min(4, max(1, len(journey.hits))))
+    columns = st.columns(min(3, max(1, len(journey.hits))))
     for h in journey.hits:
         with columns[h.index % len(columns)], st.container(border=True):
             at = pd.Timestamp(h.simulated_ms, unit="ms", tz="UTC").strftime("%a %H:%M")

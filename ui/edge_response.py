@@ -119,7 +119,11 @@ def show_edge_preview(preview: EdgePreview, *, key: str, credentials: EdgeCreden
     latency.metric("Latency", f"{response.latency_ms:.0f} ms" if response is not None else "—")
     ids = {s for d in response.destinations for s in d.segment_ids} if response is not None else set()
     audiences.metric("Audiences", len(ids))
-    auth.metric("Call", "Server API (token)" if preview.authenticated else "Edge (no token)")
+    auth.metric(
+        "Token",
+        "yes" if preview.authenticated else "none",
+        help="With a token: the authenticated Server API (attributes too); without: the edge domain, audiences only.",
+    )
     if response is not None and response.ok:
         for problem in [*response.errors, *response.warnings]:
             st.warning(plain(str(problem)), icon=":material/warning:")

@@ -346,8 +346,10 @@ def journey_chart(timeline: pd.DataFrame) -> alt.Chart:
         alt.Chart(timeline)
         .mark_square(size=260)
         .encode(
-            x=alt.X("hit_label:N", sort=order, title="Hit", axis=alt.Axis(labelAngle=-30)),
-            y=alt.Y("audience:N", sort=audiences, title=None),
+            x=alt.X(
+                "hit_label:N", sort=order, title="Hit", axis=alt.Axis(labelAngle=-30, labelOverlap=False)
+            ),
+            y=alt.Y("audience:N", sort=audiences, title=None, axis=alt.Axis(labelLimit=240)),
             color=alt.Color(
                 "timing:N",
                 title="First appeared",
@@ -363,6 +365,6 @@ def journey_chart(timeline: pd.DataFrame) -> alt.Chart:
                 alt.Tooltip("simulated_time:T", title="Simulated time", format="%a %H:%M"),
             ],
         )
-        .properties(height=alt.Step(28))
+        .properties(height=alt.Step(28), width="container")
     )
     return chart
