@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import runs
-from ui.batch_view import flow_picker, run_settings, start_button
+from ui.batch_view import datastream_picker, edge_start_button, flow_picker, run_settings, start_button
 from ui.run_view import past_runs, run_panel
-from ui.sample_view import sample_picker
+from ui.sample_view import edge_sample_picker, sample_picker
 from ui.target import current_target, page_header
 
 target = current_target()
@@ -19,14 +19,24 @@ page_header(
 )
 
 guests, flow = st.columns(2, gap="large")
-with guests:
-    st.subheader("1 · Guests")
-    sample = sample_picker(target)
-with flow:
-    st.subheader("2 · Flow and options")
-    friendly_id = flow_picker(target)
-    options = run_settings()
-    start_button(target, sample, friendly_id, options)
+if target.is_edge:  # AEP Edge: identities, a datastream, the same runner, progress and run store
+    with guests:
+        st.subheader("1 · Identities")
+        sample = edge_sample_picker(target)
+    with flow:
+        st.subheader("2 · Datastream and options")
+        datastream, authenticated = datastream_picker(target)
+        options = run_settings(edge=True)
+        edge_start_button(target, sample, datastream, authenticated, options)
+else:
+    with guests:
+        st.subheader("1 · Guests")
+        sample = sample_picker(target)
+    with flow:
+        st.subheader("2 · Flow and options")
+        friendly_id = flow_picker(target)
+        options = run_settings()
+        start_button(target, sample, friendly_id, options)
 
 st.subheader("3 · Run")
 current = runs.current_run()

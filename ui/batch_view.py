@@ -12,16 +12,19 @@ import streamlit as st
 from flowlab.batch.runner import BatchOptions, resume_state
 from flowlab.batch.samples import GuestSample
 from flowlab.config import load_settings
+from flowlab.edge.provider import EdgeProvider
 from flowlab.errors import FlowLabError
 from flowlab.workbench.catalog import FlowSummary
 from flowlab.workbench.targets import TargetStore
 from ui import runs
-from ui.target import Target, live_call_allowed, sandbox_admin
+from ui.target import Target, edge_client, live_call_allowed, sandbox_admin
 from ui.text import plain
 
 __all__ = [
     "PROBLEM_KEY",
     "RunSettings",
+    "datastream_picker",
+    "edge_start_button",
     "flow_picker",
     "in_flight_note",
     "live_confirmation",
@@ -94,8 +97,11 @@ class RunSettings:
         }
 
 
-def run_settings() -> RunSettings:
-    """Concurrency (the default stated), optional rate cap, retries, timeout, variant path, run name."""
+def run_settings(*, edge: bool = False) -> RunSettings:
+    """Concurrency (the default stated), optional rate cap, retries, timeout, variant path, run name.
+
+    ``edge``: an AEP Edge batch, which has no variant to detect (no variant path) and retries only 429,
+    502, 503 and 504."""
     settings = load_settings()
     default = settings.batch_concurrency
     c1, c2 = st.columns(2)
@@ -129,7 +135,9 @@ def run_settings() -> RunSettings:
             10,
             3,
             key="batch_retries",
-            help="For timeouts, 408, 429 and 5xx (Retry-After honoured).",
+            help="For 429, 502, 503 and 504 (Retry-After honoured)."
+            if edge
+            else "For timeouts, 408, 429 and 5xx (Retry-After honoured).",
         )
     )
     timeout = float(
@@ -140,19 +148,22 @@ def run_settings() -> RunSettings:
         "with no rate cap: fine for the sandbox; on a live tenant set a cap its owners agree to."
     )
     left, right = st.columns(2)
-    path = left.text_input(
-        "Variant JSON path (optional)",
-        key="batch_variant_path",
-        placeholder="variant or decisionOffers[0].name",
-        help="Where the response names the variant. Empty: a 'variant' field, else a fingerprint of the offers.",
-    )
+    path = ""
+    if not edge:
+        path = left.text_input(
+            "Variant JSON path (optional)",
+            key="batch_variant_path",
+            placeholder="variant or decisionOffers[0].name",
+            help="Where the response names the variant. Empty: a 'variant' field, else a fingerprint of the "
+            "offers.",
+        )
     name = right.text_input(
         "Run name (optional)", key="batch_name", placeholder="e.g. checkout before the fix"
     )
     return RunSettings(concurrency, rps or None, retries, timeout, path.strip() or None, name.strip())
 
 
-def live_confirmation(target: Target, n: int, friendly_id: str) -> bool:
+def live_confirmation(target: Target, n: int, friendly_id: str, *, edge: bool = False) -> bool:
     """On a live tenant over the threshold, the user must confirm; True when the run may start."""
     if target.is_sandbox:
         return True
@@ -166,10 +177,16 @@ def live_confirmation(target: Target, n: int, friendly_id: str) -> bool:
     if n <= threshold:
         return True
     flow, name = plain(friendly_id or "the flow"), plain(target.name)
+    effect = (
+        f"Each one sends an event through {flow} on {name}: {n:,} events that org's Experience Platform "
+        "collects, and may segment on."
+        if edge
+        else f"Each one executes {flow} for real on {name} and writes a tracking event: {n:,} visits in that "
+        "tenant's experiment results."
+    )
     st.warning(
-        f"**{n:,} calls on a live tenant.** Each one executes {flow} for real on {name} and writes a "
-        f"tracking event: {n:,} visits in that tenant's experiment results. Batches over {threshold:,} "
-        "guests need this confirmation (FLOWLAB_BATCH_CONFIRM_THRESHOLD).",
+        f"**{n:,} calls on a live tenant.** {effect} Batches over {threshold:,} guests need this "
+        "confirmation (FLOWLAB_BATCH_CONFIRM_THRESHOLD).",
         icon=":material/warning:",
     )
     return st.checkbox(f"Yes, call {flow} for {n:,} guests on {name}", key="batch_confirm")
@@ -258,3 +275,103 @@ def in_flight_note(store_path: Path, *, resuming: int | None = None) -> str | No
         f"Up to {guests} were in flight when it stopped: the tenant may already have recorded that first "
         "call. Resuming calls them again."
     )
+
+
+# ---- AEP Edge batches -----------------------------------------------------------------------------------
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _datastreams(base_url: str) -> list[dict[str, Any]]:
+    return list(sandbox_admin(base_url).info().get("edge", {}).get("datastreams", []))
+
+
+def datastream_picker(target: Target) -> tuple[str, bool]:
+    """The datastream to call and whether to send a token: the sandbox's enabled datastreams, or the id
+    typed for a live org; the token is on by default (attributes come back only with one)."""
+    streams: list[dict[str, Any]] | None = None
+    if target.is_sandbox:
+        try:
+            streams = [d for d in _datastreams(target.base_url) if d.get("enabled", True)]
+        except FlowLabError as exc:
+            st.warning(
+                f"The sandbox's datastreams are not available: {plain(str(exc))}", icon=":material/warning:"
+            )
+    if streams:
+        by_id = {str(d["id"]): d for d in streams}
+        ids = list(by_id)
+        default = ids.index(target.datastream_id) if target.datastream_id in by_id else 0
+        chosen = st.selectbox(
+            "Datastream", ids, index=default, key="batch_datastream",
+            format_func=lambda i: str(by_id[i].get("name") or i),
+        )  # fmt: skip
+        stream = by_id[str(chosen)]
+        if not stream.get("personalizationDestinations"):
+            st.caption(
+                "This datastream has no personalization destinations: the answers carry no audiences "
+                "(a data-collection-only datastream)."
+            )
+        datastream = str(chosen)
+    else:
+        datastream = st.text_input(
+            "Datastream id",
+            value=target.datastream_id,
+            key="batch_datastream_text",
+            placeholder="e.g. 0a106b8e-54ce-4c7b-9c5d-5d8f3a1b2c3d",
+            help="Data Collection → Datastreams shows it.",
+        ).strip()
+    can_sign = target.is_sandbox or bool(target.client_id)
+    authenticated = st.toggle(
+        "Send with a token (Server API)",
+        value=can_sign,
+        disabled=not can_sign,
+        key="batch_edge_auth",
+        help="With an IMS token, With Attributes destinations return the mapped attributes; without one, "
+        "audiences only." + ("" if can_sign else " This target has no client id: unauthenticated only."),
+    )
+    return datastream, bool(authenticated and can_sign)
+
+
+def _edge_provider(target: Target, datastream: str, authenticated: bool) -> EdgeProvider:
+    """The runner's Edge provider; a live target's credentials come from its client (never from a form)."""
+    if target.is_sandbox:
+        return EdgeProvider.for_sandbox(target.base_url, authenticated=authenticated, datastream=datastream)
+    credentials = edge_client(target, authenticated=True).credentials if authenticated else None
+    return EdgeProvider(datastream, credentials=credentials, region=target.location_hint)
+
+
+def edge_start_button(
+    target: Target, sample: GuestSample | None, datastream: str, authenticated: bool, options: RunSettings
+) -> None:
+    """Start an AEP Edge batch in the background (it becomes this session's current run)."""
+    current = runs.handle(st.session_state.get("batch_run_id"))
+    busy = current is not None and not current.done
+    n = len(sample) if sample is not None else 0
+    allowed = (
+        live_confirmation(target, n, f"datastream {datastream}", edge=True) if n and datastream else False
+    )
+    valid = f"the {n:,} valid rows" if sample is not None and sample.problems else f"{n:,} identities"
+    st.button(
+        f"Run {valid}",
+        key="batch_start",
+        type="primary",
+        icon=":material/play_arrow:",
+        disabled=not (n and datastream and allowed) or busy,
+        help="A run is in progress: cancel it or wait for it." if busy else None,
+        on_click=_start_edge,
+        args=(target, sample, datastream, authenticated, options),
+    )
+    show_problem()
+
+
+def _start_edge(
+    target: Target, sample: GuestSample | None, datastream: str, authenticated: bool, options: RunSettings
+) -> None:
+    st.session_state.pop(PROBLEM_KEY, None)
+    if sample is None:
+        return
+    try:
+        provider = _edge_provider(target, datastream, authenticated)
+        batch = BatchOptions(base_url=target.base_url, provider=provider, **options.pacing())
+        runs.start_run(sample, batch, name=options.name, target=target.name, is_sandbox=target.is_sandbox)
+    except FlowLabError as exc:
+        st.session_state[PROBLEM_KEY] = str(exc)

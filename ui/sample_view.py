@@ -10,13 +10,20 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
-from flowlab.batch.samples import GuestSample, generate_guests, guests_from_sandbox, read_guests
+from flowlab.batch.samples import (
+    GuestSample,
+    edge_sample_from_sandbox,
+    generate_guests,
+    guests_from_sandbox,
+    read_guests,
+)
 from flowlab.errors import FlowLabError, SampleError
 from flowlab.personalize.models import CHANNELS
+from flowlab.workbench.edge_preview import EVENT_TYPES
 from ui.target import Target, sandbox_admin
 from ui.text import plain
 
-__all__ = ["campaign_mix", "sample_picker"]
+__all__ = ["campaign_mix", "edge_sample_picker", "sample_picker"]
 
 _SOURCES = {"generate": "Generate", "demo": "Sandbox demo guests", "upload": "Upload a CSV"}
 _TIERS = ("none", "bronze", "silver", "gold", "platinum")
@@ -232,5 +239,103 @@ def sample_picker(target: Target) -> GuestSample | None:
     if sample is not None and len(sample):
         with st.expander(f"Preview: the first {min(_PREVIEW_ROWS, len(sample))} of {len(sample):,} guests"):
             head = GuestSample(sample.guests[:_PREVIEW_ROWS], columns=sample.columns)
+            st.dataframe(head.to_dataframe(), hide_index=True, width="stretch")
+    return sample
+
+
+# ---- AEP Edge identities --------------------------------------------------------------------------------
+
+_EDGE_SOURCES = {"profiles": "Sandbox edge profiles", "upload": "Upload an Edge CSV"}
+_PAGE_VIEW = "web.webpagedetails.pageViews"
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the sandbox's edge profiles…")
+def _edge_profiles(base_url: str, n: int, event_type: str, new_visitors: bool) -> GuestSample:
+    return edge_sample_from_sandbox(base_url, limit=n, event_type=event_type, new_visitors=new_visitors)
+
+
+def _edge_profile_controls(target: Target) -> GuestSample | None:
+    left, right = st.columns(2)
+    n = int(
+        left.number_input(
+            "Identities", 1, 100_000, 5000, step=500, key="batch_edge_n",
+            help="The sandbox's edge profiles first (1,200, with their attributes as analysis columns), then "
+            "first-time visitors with new ECIDs, whom only an edge audience on the event can qualify.",
+        )
+    )  # fmt: skip
+    event_type = right.selectbox(
+        "Event type", EVENT_TYPES, index=EVENT_TYPES.index(_PAGE_VIEW) if _PAGE_VIEW in EVENT_TYPES else 0,
+        key="batch_edge_event", help="Sent with every identity; a checkout qualifies the edge audiences on it.",
+    )  # fmt: skip
+    new_visitors = st.checkbox(
+        "Fill up with first-time visitors", True, key="batch_edge_new",
+        help="Off: at most the sandbox's known profiles.",
+    )  # fmt: skip
+    try:
+        return _edge_profiles(target.base_url, n, str(event_type), new_visitors)
+    except FlowLabError as exc:
+        st.error(plain(str(exc)), icon=":material/error:")
+        return None
+
+
+def _edge_upload_controls() -> GuestSample | None:
+    upload = st.file_uploader(
+        "Edge CSV",
+        type=["csv", "txt"],
+        key="batch_edge_upload",
+        help="One identity per row: identity.namespace (Email, ECID, CRMID, Phone or yours) and identity.id; "
+        "optional eventType, data.<name> and xdm.<path> columns; any other column is kept for analysis.",
+    )
+    if upload is None:
+        st.caption(
+            "Columns: `identity.namespace` and `identity.id`; optional `eventType`, `data.<name>` and "
+            "`xdm.<path>`; any other column (countryCode, loyaltyTier…) is kept for the membership analysis."
+        )
+        return None
+    try:
+        sample = _uploaded(upload.getvalue(), upload.name)
+    except SampleError as exc:
+        st.error(plain(str(exc)), icon=":material/error:")
+        return None
+    if sample.provider != "edge":
+        st.error(
+            "This is a Sitecore guest CSV (browserId, email or identifiers.*). An AEP Edge batch needs "
+            "identity.namespace and identity.id columns.",
+            icon=":material/error:",
+        )
+        return None
+    if sample.problems:
+        st.warning(
+            f"{len({p.row for p in sample.problems}):,} row(s) have problems and will be skipped; "
+            f"{len(sample):,} valid row(s) can run.",
+            icon=":material/warning:",
+        )
+        st.dataframe(
+            _problems_table(sample), hide_index=True, width="stretch", key="batch_problems", height=220
+        )
+    else:
+        st.success(f"All {len(sample):,} rows are valid.", icon=":material/check_circle:")
+    return sample if len(sample) else None
+
+
+def edge_sample_picker(target: Target) -> GuestSample | None:
+    """The identities of an AEP Edge batch: the sandbox's edge profiles, or an uploaded Edge CSV."""
+    sources = list(_EDGE_SOURCES) if target.is_sandbox else ["upload"]
+    source = st.segmented_control(
+        "Identities",
+        sources,
+        format_func=_EDGE_SOURCES.__getitem__,
+        default=sources[0],
+        required=True,
+        key="batch_edge_source",
+    )
+    sample = _edge_upload_controls() if source == "upload" else _edge_profile_controls(target)
+    if sample is not None and len(sample):
+        with st.expander(
+            f"Preview: the first {min(_PREVIEW_ROWS, len(sample))} of {len(sample):,} identities"
+        ):
+            head = GuestSample(
+                sample.guests[:_PREVIEW_ROWS], columns=sample.columns, provider=sample.provider
+            )
             st.dataframe(head.to_dataframe(), hide_index=True, width="stretch")
     return sample
