@@ -88,3 +88,30 @@ def test_without_a_token_and_with_a_wrong_csv() -> None:
     run = load_results(record.path)
     assert run["ok"].all() and run["segments"].map(len).iloc[0] > 0
     assert run["attributes"].fillna("").isin(["", "{}"]).all()  # no token: audiences only
+
+
+def test_an_edge_batch_cancels_and_resumes() -> None:
+    at = edge_batch_page()
+    at.number_input(key="batch_edge_n").set_value(400)
+    at.number_input(key="batch_rps").set_value(50.0)  # about 8 s: time to cancel
+    at.run()
+    at.button(key="batch_start").click()
+    at.run()
+    deadline = time.monotonic() + 20
+    while RunLog().runs()[0].done < 20:  # cancel once some identities are done
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    at.run()
+    at.button(key="batch_cancel").click()
+    at.run()
+    wait_for_the_run(at)
+    (record,) = RunLog().runs()
+    assert record.status == "cancelled" and 0 < record.done < 400
+    at.number_input(key="batch_rps").set_value(0.0)
+    at.run()
+    at.button(key="batch_resume").click()
+    at.run()
+    wait_for_the_run(at)
+    assert any(s.startswith("Done: 400 guests, 400 ok") for s in texts(at.success))
+    run = load_results(record.path)
+    assert len(run) == 400 and run["guest"].is_unique and run["ok"].all()
