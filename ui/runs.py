@@ -363,12 +363,23 @@ def frozen(mapping: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]
 # ---- AEP Edge runs (audience membership; flowlab.analysis.membership) -----------------------------------
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _provider(path: str, stamp: Stamp) -> str:
+    """The provider the run store recorded (``RunMeta.provider``; older stores say ``personalize``)."""
+    with RunStore.open(path) as store:
+        return str(store.meta.provider)
+
+
 def is_edge(record: RunRecord) -> bool:
-    """An AEP Edge run: its record says so (``provider``), or, for a record without one, its rows do."""
+    """An AEP Edge run: its record or its store says so (``provider``); a store that cannot say (an older
+    one) is judged by its rows."""
     provider = getattr(record, "provider", None)
-    if provider is not None:
-        return bool(provider == "edge")
-    return is_edge_run(run_frame(str(record.path), stamp(record.path)))
+    if provider is None:
+        try:
+            provider = _provider(str(record.path), stamp(record.path))
+        except Exception:  # unreadable meta: the rows decide
+            return is_edge_run(run_frame(str(record.path), stamp(record.path)))
+    return bool(provider == "edge")
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
