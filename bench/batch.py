@@ -20,6 +20,10 @@ install newman`` works, Newman on the 50 ms server with a Postman collection fro
 
 Issue goals: >= 0.90 of ideal at 50/50 ms and 200/100 ms; >= 3,000 req/s at 0 ms; RSS <= 300 MB at 100k
 guests; >= 50x Newman. Another busy process on the machine lowers every number: the load average is printed.
+
+``--edge`` (about 30 s) measures the runner with ``EdgeProvider`` instead: the same server answering an AEP
+Edge interact envelope (two destinations, six audiences, five attributes, as the sandbox's demo does) at
+50 concurrent / 50 ms, next to the callFlows runner on the same scenario. Goal: >= 0.90 of ideal (#9).
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ import orjson
 
 from flowlab.batch.runner import BatchOptions, run_batch, run_batch_to_file
 from flowlab.batch.runs import RunStore
-from flowlab.batch.samples import GuestSample, generate_guests, read_guests
+from flowlab.batch.samples import GuestRow, GuestSample, generate_guests, read_guests
+from flowlab.edge.provider import EdgeProvider
 from flowlab.http import BatchTransport
 from flowlab.personalize.export import to_postman
 
@@ -63,10 +68,11 @@ NEWMAN_DIR = Path(tempfile.gettempdir()) / "newman"
 
 
 @contextmanager
-def server(delay_ms: float) -> Iterator[str]:
+def server(delay_ms: float, body_file: Path | None = None) -> Iterator[str]:
     """The fixed-delay server in a subprocess on a free 127.0.0.1 port; yields its base URL."""
+    extra = ["--body-file", str(body_file)] if body_file is not None else []
     proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--delay-ms", str(delay_ms)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(SERVER), "--delay-ms", str(delay_ms), *extra], stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None
@@ -192,6 +198,75 @@ def throughput(quick: bool, workdir: Path, *, runner_only: bool = False) -> dict
             row(scenario, f"batch runner, {len(sample):,} guests, best of {tries}", rps, ideal)
             results[scenario] = rps
     return results
+
+
+# ---- AEP Edge: the same runner with EdgeProvider ----------------------------------------------------------
+
+_SEGMENTS = [{"id": f"{i:08d}-9b78-5974-8e5c-a471c7712691", "namespace": "ups"} for i in range(6)]
+_ATTRIBUTES = {"firstName": "Lena", "countryCode": "DE", "loyaltyTier": "gold", "loyaltyPoints": 2439,
+               "preferredCategory": "hiking"}  # fmt: skip
+#: An interact answer shaped like the sandbox's (adobe-edge-personalization.md §3.1, §3.3).
+EDGE_ENVELOPE = orjson.dumps(
+    {
+        "requestId": "b1d1c35a-6008-4e24-b2b7-a562e986f7d6-c4b2ed84010a5497",
+        "handle": [
+            {"type": "identity:result", "payload": [{"id": "40871929702231882574173454532963426569",
+                                                      "namespace": {"code": "ECID"}}]},
+            {"type": "activation:pull", "eventIndex": 0, "payload": [
+                {"type": "profileLookup", "destinationId": "2fecb7d0-8125-5197-a16d-a53e8d98d460",
+                 "alias": "lumen-web-segments", "segments": _SEGMENTS},
+                {"type": "profileLookup", "destinationId": "5b3e9d6b-786d-557c-922c-4b87d0ca2704",
+                 "alias": "lumen-cms-attributes", "segments": _SEGMENTS,
+                 "attributes": {k: {"value": v} for k, v in _ATTRIBUTES.items()}},
+            ]},
+            {"type": "locationHint:result", "payload": [{"scope": "EdgeNetwork", "hint": "or2", "ttlSeconds": 1800}]},
+        ],
+    }
+)  # fmt: skip
+
+
+def edge_sample(n: int) -> GuestSample:
+    """``n`` Edge identities with an event type and event data (no sandbox needed)."""
+    guests = [
+        GuestRow(i, "Email", f"guest{i}@example.com", {"eventType": "commerce.checkouts"},
+                 {"data": {"cart": {"value": i % 200}}}, {"country": ("DE", "FR", "GB", "US")[i % 4]})
+        for i in range(1, n + 1)
+    ]  # fmt: skip
+    return GuestSample(guests, [], ("country",), f"bench edge (n={n})", "edge")
+
+
+def edge_runner(url: str, concurrency: int, sample: GuestSample, workdir: Path) -> float:
+    options = BatchOptions(base_url=url, provider=EdgeProvider("bench-datastream"), concurrency=concurrency)
+    out = workdir / f"edge-{concurrency}-{time.monotonic_ns()}.sqlite"
+    started = time.perf_counter()
+    summary = run_batch_to_file(sample, options, out, progress=False)
+    elapsed = time.perf_counter() - started
+    if summary.ok != len(sample):
+        raise RuntimeError(f"edge runner: {summary.describe()}")
+    with RunStore.open(out) as store:  # the answers were read, not just counted
+        segments = store.to_dataframe(["segments"])["segments"]
+    assert all(len(s) == len(_SEGMENTS) for s in segments)
+    return len(sample) / elapsed
+
+
+def edge_throughput(quick: bool, workdir: Path) -> None:
+    """The Edge runner and the callFlows runner at 50 concurrent / 50 ms, best of two each."""
+    concurrency, delay_ms = 50, 50
+    ideal = concurrency / (delay_ms / 1000)
+    scenario = f"{concurrency} conc / {delay_ms} ms"
+    guests = 1_700 if quick else 5_000
+    tries = 1 if quick else 2
+    body_file = workdir / "edge-envelope.json"
+    body_file.write_bytes(EDGE_ENVELOPE)
+    print(f"{'scenario':<18} {'client':<38} {'req/s':>9} {'ideal':>8}  ratio")
+    with server(delay_ms, body_file) as url:
+        sample = edge_sample(guests)
+        rps = max(edge_runner(url, concurrency, sample, workdir) for _ in range(tries))
+        row(scenario, f"Edge runner, {len(sample):,} ids, best of {tries}", rps, ideal)
+    with server(delay_ms) as url:
+        callflows = generate_guests(guests, seed=concurrency + delay_ms)
+        rps = max(runner(url, concurrency, callflows, workdir) for _ in range(tries))
+        row(scenario, f"callFlows runner, {len(callflows):,}, best of {tries}", rps, ideal)
 
 
 def read_speed(guests: int, workdir: Path) -> None:
@@ -366,6 +441,7 @@ def main() -> None:
     parser.add_argument("--skip-newman", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--runner-only", action="store_true", help="only the batch runner's rows and RSS")
+    parser.add_argument("--edge", action="store_true", help="only the Edge runner vs the callFlows runner")
     parser.add_argument("--rss-child", nargs=3, metavar=("URL", "GUESTS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -376,6 +452,13 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}, load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
           + ("  (busy machine: numbers will be low)" if load[0] > 0.7 else ""))  # fmt: skip
     started = time.perf_counter()
+    if args.edge:
+        with tempfile.TemporaryDirectory(prefix="flowlab-bench-") as tmp:
+            edge_throughput(args.quick, Path(tmp))
+        print(
+            f"bench took {time.perf_counter() - started:.0f} s; load average after: {os.getloadavg()[0]:.2f}"
+        )
+        return
     with tempfile.TemporaryDirectory(prefix="flowlab-bench-") as tmp:
         workdir = Path(tmp)
         results = throughput(args.quick, workdir, runner_only=args.runner_only)

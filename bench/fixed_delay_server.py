@@ -4,7 +4,10 @@ It is a raw asyncio ``Protocol`` (uvloop when installed) speaking just enough HT
 ``POST /v2/callFlows``, so that it sustains well over 10,000 req/s on one core and is never the bottleneck
 of what it measures. Run it as a subprocess; it prints ``PORT <n>`` on stdout once it listens::
 
-    python bench/fixed_delay_server.py --delay-ms 50 [--port 0]
+    python bench/fixed_delay_server.py --delay-ms 50 [--port 0] [--body-file answer.json]
+
+``--body-file`` serves that file's bytes instead of the callFlows body (``bench/batch.py --edge`` serves an
+AEP Edge interact envelope).
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ _RESPONSE = _HEAD + BODY
 class _Http(asyncio.Protocol):
     """Answers each complete request (headers + Content-Length body) with ``_RESPONSE`` after the delay."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, response: bytes = _RESPONSE) -> None:
         self.delay = delay
+        self.response = response
         self.buffer = b""
         self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
 
@@ -76,12 +80,19 @@ class _Http(asyncio.Protocol):
 
     def _answer(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_RESPONSE)
+            self.transport.write(self.response)
 
 
-async def _serve(delay_ms: float, port: int) -> None:
+def _response(body: bytes) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+    return head + b"\r\n\r\n" + body
+
+
+async def _serve(delay_ms: float, port: int, response: bytes = _RESPONSE) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Http(delay_ms / 1000), "127.0.0.1", port, backlog=4096)
+    server = await loop.create_server(
+        lambda: _Http(delay_ms / 1000, response), "127.0.0.1", port, backlog=4096
+    )
     sys.stdout.write(f"PORT {server.sockets[0].getsockname()[1]}\n")
     sys.stdout.flush()
     stop = asyncio.Event()
@@ -95,13 +106,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--body-file", default=None, help="serve this file's bytes as the JSON body")
     args = parser.parse_args()
+    response = _response(open(args.body_file, "rb").read()) if args.body_file else _RESPONSE
     try:
         import uvloop
 
-        uvloop.run(_serve(args.delay_ms, args.port))
+        uvloop.run(_serve(args.delay_ms, args.port, response))
     except ImportError:
-        asyncio.run(_serve(args.delay_ms, args.port))
+        asyncio.run(_serve(args.delay_ms, args.port, response))
 
 
 if __name__ == "__main__":

@@ -189,3 +189,38 @@ def test_progress_can_be_polled_while_rows_are_written(store: RunStore) -> None:
     thread.join()
     assert not errors
     assert seen == sorted(seen) and store.progress().done == 3000
+
+
+def test_a_schema_2_store_opens_with_empty_edge_columns_and_takes_edge_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with RunStore.create(path, META) as store:
+        store.write([result(1)])
+    conn = sqlite3.connect(path)  # what a schema-2 store (before Edge batches) looks like
+    for column in ("event_type", "segments", "destinations", "attributes"):
+        conn.execute(f'ALTER TABLE results DROP COLUMN "{column}"')
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    with RunStore.open(path) as store:
+        assert store.meta.provider == "personalize"
+        edge = GuestResult(2, "x@example.com", "Email", 200, True, event_type="commerce.checkouts",
+                           segments=["s2", "s1"], destinations={"web": {"segments": ["s1", "s2"], "attributes": {}}},
+                           attributes={"tier": "gold"})  # fmt: skip
+        store.write([edge])
+        frame = store.to_dataframe()
+        assert frame["segments"].tolist() == [[], ["s2", "s1"]]
+        assert frame["event_type"].tolist() == ["", "commerce.checkouts"]
+        assert frame["attributes"].tolist() == ["", '{"tier":"gold"}']
+        exported = pd.read_csv(store.export(tmp_path / "old.csv"), keep_default_na=False)
+        assert exported["segments"].tolist() == ["[]", '["s2","s1"]']
+
+
+def test_run_meta_records_the_provider_and_a_resume_checks_it() -> None:
+    edge = RunMeta("ds-1", "http://127.0.0.1:9", "fp", 3, provider="edge")
+    assert RunMeta.from_record(edge.to_record()) == edge
+    assert (
+        RunMeta.from_record({k: v for k, v in META.to_record().items() if k != "provider"}).provider
+        == "personalize"
+    )
+    differences = edge.differences(RunMeta("ds-1", "http://127.0.0.1:9", "fp", 3))
+    assert differences == ["provider is 'personalize', the stored run's is 'edge'"]
