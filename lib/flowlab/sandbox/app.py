@@ -382,7 +382,7 @@ def create_app(
     async def import_export(request: Request) -> dict[str, Any]:
         """Load a zip of a Sitecore export folder; the report lists every file, loaded or skipped (#11)."""
         media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if media not in ("application/zip", "application/x-zip-compressed"):
+        if media not in ("application/zip", "application/x-zip-compressed", "application/octet-stream"):
             raise UnsupportedMediaType(
                 "POST /sandbox/import takes a zip: send Content-Type: application/zip",
                 f"got {media or 'no content type'!r}; python -m flowlab import DIR zips and sends a folder",

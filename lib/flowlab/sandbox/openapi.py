@@ -165,8 +165,12 @@ KNOBS_BODY: dict[str, Any] = {
 IMPORT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "A zip of an export folder (folder-per-asset or flat layout), at most 1 MiB",
-        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "A zip of an export folder (folder-per-asset or flat layout), at most 1 MiB; "
+        "application/octet-stream is taken too",
+        "content": {
+            "application/zip": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
     }
 }
 

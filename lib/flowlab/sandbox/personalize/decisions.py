@@ -1,24 +1,43 @@
-"""Decision models: programmables (JavaScript) feeding FIRST-hit decision tables (reference §5.1–5.2, §3.4).
+"""Decision models: programmables (JavaScript), decision tables and connection nodes (reference §5.1–5.2, §3.4).
 
 A model is parsed and compiled once (:meth:`DecisionModel.from_json`): JavaScript goes through the
 :class:`~flowlab.sandbox.personalize.javascript.ScriptRuntime` (a syntax error rejects the model, naming the node), and
 every decision-table entry becomes a Python predicate, so evaluating a table is a loop over pre-built
-closures (a 10-rule table, the whole ``evaluate``, takes under 10 µs).
+closures (a 10-rule table, the whole ``evaluate``, takes under 10 µs). Sitecore's DMN XML is read into this
+JSON form by :mod:`~flowlab.sandbox.personalize.dmn` (#11).
 
-Evaluation order, which is also the order of ``decisionModelResultNodes``: programmables first, in list
-order except that one reading another's output reference (as a bare name, ``this.ref`` or ``this["ref"]``)
-runs after it; then decision tables in list order. ``dependentNodeIds`` lists the programmables a node
-reads. A table input is a dotted path (``guest.orders[0].price``, ``.length`` of a list) rooted at
-``guest``, ``request``, ``pos``, ``entity`` or a programmable's output reference; anything missing is
-``None``. A failing programmable marks its node and the model ``error: true``, and everything downstream
-sees ``None`` (JS ``null``). The programmables of one evaluation share one parsed guest, as they would
-share one guest object in one flow execution. ``outputType`` is recorded, not enforced.
+Nodes: ``programmable`` ``{outputReference, source, outputType}``; ``decisionTable`` ``{hitPolicy, aggregation?,
+inputs: [{label, expression, expressionLanguage?: "javascript", typeRef?}], outputs: [{name, typeRef}],
+rules: [{id?, inputEntries, outputEntries}]}``; ``connection`` ``{outputReference, connection}`` (the
+connection JSON, secrets masked). Any node may list ``requires`` (ids it depends on, DMN's
+``requiredDecision``).
+
+Evaluation order, which is also the order of ``decisionModelResultNodes``: dependency order, where a node
+depends on the ids in its ``requires`` and on every node whose output it reads (a programmable or JavaScript
+input naming it as a bare name, ``this.ref`` or ``this["ref"]``; a path input rooted at it; a bare-variable
+entry; a connection mapping). Among ready nodes, programmables and connections run before tables, then list
+order: a model of programmables feeding tables runs as it always did. ``dependentNodeIds`` lists what a node
+reads. A path input is a dotted path (``guest.orders[0].price``, ``.length`` of a list) rooted at
+``guest``, ``request``, ``pos``, ``entity`` or another node's output; anything missing is ``None``. Scripts see
+every upstream output as a global. Table outputs reach later nodes by output name: the value for UNIQUE,
+FIRST and ANY (and an aggregated COLLECT), a list of values for RULE ORDER and COLLECT.
+
+Hit policies (JSON default FIRST, DMN default UNIQUE): UNIQUE with more than one match and ANY with
+disagreeing matches fail the node; RULE ORDER and COLLECT give one output row per match; COLLECT with
+SUM/COUNT/MIN/MAX gives one row ``{output: aggregate}`` over the single output's non-null values. An input
+``typeRef`` of boolean/integer/long/double converts "true"/"5"-like strings; outputs likewise.
+
+A failing programmable, JavaScript input or hit policy marks its node and the model ``error: true``, and
+everything downstream sees ``None`` (JS ``null``). A connection node is not run yet: evaluation stops there
+and :attr:`ModelResult.failure` says so (the engine fails the flow, as a real connection error does). The
+scripts of one evaluation share one parsed guest. ``outputType`` is recorded, not enforced.
 
 Input entries follow what Sitecore's decision-table editor writes (FEEL unary tests)::
 
     ""  -                    any value
     "a"   "a","b"            equals one of (strings are case-sensitive, as in DMN)
     not("a")  not("a","b")   none of (any of the forms below inside, too)
+    tier  not(guest.tier)    equals (or not) another variable's value
     5   < 5  <= 5  > 5  >= 5  != 5  = 5      (also < "m": strings compare by code point)
     [1..5]  (1..5)  [1..5)  ]1..5[           ranges, closed or open at either end
     true  false  null
@@ -49,7 +68,9 @@ from flowlab.sandbox.personalize.javascript import (
 )
 
 __all__ = [
+    "AGGREGATIONS",
     "ANY",
+    "HIT_POLICIES",
     "DecisionModel",
     "DecisionModelError",
     "ModelResult",
@@ -58,6 +79,7 @@ __all__ = [
     "parse_input_entry",
     "parse_output_entry",
     "parse_path",
+    "parse_reference_entry",
 ]
 
 Predicate = Callable[[Any], bool]

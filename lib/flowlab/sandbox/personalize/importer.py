@@ -366,8 +366,9 @@ class _Import:
         return None
 
     def _dmn(self, path: str, pure: PurePosixPath, content: bytes) -> None:
-        folder = pure.parent.name if pure.parent.name.lower() != "decisionmodels" else pure.stem
-        variant = pure.stem if pure.parent.name.lower() != "decisionmodels" else "v1"
+        flat = pure.parent.name.lower() in ("", "decisionmodels")  # <name>.xml, not <name>/v3.xml
+        folder = pure.stem if flat else pure.parent.name
+        variant = "v1" if flat else pure.stem
         try:
             model = parse_dmn(content, ref="", name=folder, variant_name=variant)
         except DmnError as exc:
