@@ -21,7 +21,9 @@ from flowlab.__main__ import main
 from flowlab.batch.runner import BatchOptions, run_batch_to_file
 from flowlab.batch.runs import MAX_BODY_CHARS, GuestResult, RunMeta, RunStore
 from flowlab.batch.samples import generate_guests
+from flowlab.errors import RunStoreError
 from flowlab.sandbox import SandboxServer
+from flowlab.sandbox.personalize.replay import load_recording
 
 FLOW = "checkout_ab_test"
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +179,17 @@ def test_a_cut_body_or_a_call_without_answer_is_never_served(tmp_path: Path) -> 
         assert unavailable.headers["content-type"] == "application/json"  # none recorded: the API's type
         info = httpx.get(f"{server.url}/sandbox/replay", timeout=10).json()["runs"][0]
         assert info["replayable"] == 1 and info["notReplayable"] == {"body not exact": 1, "no answer": 1}
+
+
+def test_an_edge_run_store_is_refused_with_what_replay_serves(tmp_path: Path) -> None:
+    """Replay answers callFlows; an AEP Edge run (same store format, schema 3) must not be served as one."""
+    path = tmp_path / "edge.sqlite"
+    meta = RunMeta("lumen-web", "https://edge.adobedc.net", "fp", 1, provider="edge")
+    with RunStore.create(path, meta) as store:
+        store.write([GuestResult(1, "lena@example.de", "Email", 200, True, body='{"handle": []}')])
+        store.set_status("done")
+    with pytest.raises(RunStoreError, match="an AEP Edge run.*replay serves callFlows runs only"):
+        load_recording(path, {})
 
 
 def test_an_old_store_replays_with_json_content_type_and_says_headers_were_not_recorded(

@@ -163,6 +163,10 @@ def load_recording(path: str | Path, answers: dict[tuple[str, str, str], Answer]
         schema = meta.get("schema")
         if schema not in READABLE_SCHEMAS or not _NEEDED_COLUMNS <= columns or not meta.get("friendlyId"):
             raise RunStoreError(f"{path} is not a Flow Lab run store this version can replay")
+        if meta.get("provider", "personalize") != "personalize":
+            raise RunStoreError(
+                f"{path} is an AEP Edge run (datastream {meta['friendlyId']}); replay serves callFlows runs only"
+            )
         with_headers = {"headers", "body_exact"} <= columns
         extra = "headers, body_exact" if with_headers else "NULL, NULL"
         rows = conn.execute(
