@@ -217,7 +217,7 @@ def test_the_demo_getguestref_model_and_template(rt: ScriptRuntime) -> None:
 def test_the_demo_welcome_model_stops_at_its_connection(rt: ScriptRuntime) -> None:
     xml = (MODELS / "Dynamic Welcome Message" / "v14.xml").read_bytes()
     model = parse_dmn(xml, ref="r", name="Dynamic Welcome Message", variant_name="v14")
-    assert len(model.limitations) == 2 and "Get City from MaxMind" in model.limitations[0]
+    assert model.limitations == []  # connections run (#11, connections.py)
     kinds = {n["name"]: n["type"] for n in model.definition["nodes"]}
     assert (
         kinds["Azure Translation"] == "connection" and kinds["Message Template Selector"] == "decisionTable"
@@ -226,13 +226,22 @@ def test_the_demo_welcome_model_stops_at_its_connection(rt: ScriptRuntime) -> No
     key = next(h for h in connection["customHeaders"] if h["name"] == "Ocp-Apim-Subscription-Key")
     assert key["value"] == MASK  # secrets never kept
     compiled = DecisionModel.from_json(model.definition, runtime=rt)
-    result = compiled.evaluate(guest={"firstName": "Ann", "sessions": [], "dataExtensions": []}, request={})
-    assert result.failure == (
-        "connection 'Get City from MaxMind' is not run yet by the sandbox: connections arrive in a later release"
-    )
+    guest = {"firstName": "Ann", "sessions": [], "dataExtensions": []}
+    result = compiled.evaluate(guest=guest, request={"params": {"ipAddress": "81.2.69.160"}})
+    # evaluation stops at the connection and asks the engine to call it, with its mapped input
+    assert result.failure is None and result.pending is not None
+    assert result.pending["name"] == "Get City from MaxMind"
+    assert result.pending["inputs"] == {"ipAddress": "81.2.69.160"}
     nodes = result.result["decisionModelResultNodes"]
-    assert [n["name"] for n in nodes] == ["Get First Name", "Get Guest IP Address", "Get City from MaxMind"]
-    assert nodes[0]["outputs"] == [{"firstName": "Ann"}] and nodes[-1]["errorCause"] == result.failure
+    assert [n["name"] for n in nodes] == ["Get First Name", "Get Guest IP Address"]
+    assert nodes[0]["outputs"] == [{"firstName": "Ann"}]
+    # a failed call fails the node and the model, with the connection's error
+    failed = compiled.evaluate(
+        guest=guest, request={}, connections={result.pending["node"]: {"error": "Read timed out"}}
+    )
+    assert (
+        failed.failure == "Read timed out" and failed.result["decisionModelResultNodes"][-1]["error"] is True
+    )
 
 
 def test_placeholders_take_their_default_or_are_reported(rt: ScriptRuntime) -> None:

@@ -8,7 +8,7 @@ error, on any route, uses the one body in ``errors.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,10 +36,14 @@ from flowlab.sandbox.errors import (
 )
 from flowlab.sandbox.faults import FaultInjector, Knobs, parse_faults, parse_latency
 from flowlab.sandbox.limits import BodyLimit, parse_json
+from flowlab.sandbox.mocks import MockSystems
 from flowlab.sandbox.openapi import (
     ADMIN_ERRORS,
     ADMIN_WRITE_ERRORS,
     CALL_FLOWS_BODY,
+    CONNECTION_BODY,
+    CONNECTION_ROUTE_BODY,
+    CONNECTION_TEST_BODY,
     DECISION_MODEL_BODY,
     FLOW_BODY,
     IMPORT_BODY,
@@ -52,6 +56,8 @@ from flowlab.sandbox.openapi import (
     json_body,
     truthful_openapi,
 )
+from flowlab.sandbox.personalize.connections import ConnectionCaller, Routes
+from flowlab.sandbox.personalize.dmn import mask_connection
 from flowlab.sandbox.personalize.engine import Engine, Execution, unit_hash
 from flowlab.sandbox.personalize.importer import ImportReport, import_folder, import_zip
 from flowlab.sandbox.personalize.replay import Replay
@@ -91,6 +97,8 @@ def create_app(
     replay: Sequence[str | Path] = (),
     replay_latency: bool = False,
     load: Sequence[str | Path] = (),
+    connections_to: str | None = None,
+    connection_routes: Mapping[str, str] | None = None,
 ) -> SandboxApp:
     """A sandbox app on a fresh demo tenant (or ``tenant``), with optional latency and faults.
 
@@ -98,6 +106,8 @@ def create_app(
     (``access.py``: who may use ``/sandbox/…``). ``replay``: run stores whose recorded answers callFlows
     serves instead of the engine (``replay.py``), with their latency if ``replay_latency``. ``load``:
     Sitecore export folders to import (``importer.py``), kept across resets; reports in ``load_reports``.
+    ``connections_to`` / ``connection_routes`` (``{name or ref: base URL}``): where connections go instead
+    of the built-in mocks (``connections.Routes``); a bad URL is a ValueError saying so.
     """
     app = SandboxApp(title="Flow Lab sandbox tenant", version=__version__, docs_url="/sandbox/docs",
                      openapi_url="/sandbox/openapi.json", redoc_url=None)  # fmt: skip
@@ -111,6 +121,10 @@ def create_app(
     app.replay.load(replay, latency=replay_latency)
     engine, knobs = app.engine, app.knobs
     app.edge = EdgeService(EdgeTenant(), knobs, pool=lambda: engine.pool)  # the AEP Edge Network (#9)
+    mocks = MockSystems(knobs)  # the systems imported connections call, offline (#11)
+    engine.connections = ConnectionCaller(
+        mocks=mocks, routes=Routes(connections_to=connections_to, overrides=connection_routes)
+    )
 
     @app.exception_handler(SandboxError)
     async def sandbox_error(request: Request, exc: SandboxError) -> JSONResponse:
@@ -284,7 +298,7 @@ def create_app(
 
     @app.get("/sandbox/decision-models", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))
     async def decision_models() -> list[dict[str, Any]]:
-        return list(app.tenant.model_defs.values())
+        return [_masked_model(m) for m in app.tenant.model_defs.values()]
 
     @app.post(
         "/sandbox/decision-models",
@@ -371,6 +385,7 @@ def create_app(
         await _json_object(request)  # {}: a JSON object, like every admin write
         app.tenant.reset()
         app.edge.reset()
+        mocks.reset()
         return {"status": "OK", "message": "back to the demo data"}
 
     @app.post(
@@ -390,6 +405,103 @@ def create_app(
         data = await request.body()
         report = await asyncio.to_thread(import_zip, app.tenant, data)
         return report.to_json()
+
+    # ---- connections and the mock systems (#11) ------------------------------------------------------
+
+    def connection_item(entry: Mapping[str, Any]) -> dict[str, Any]:
+        connection = entry["connection"]
+        return {**mask_connection(connection), "usedBy": list(entry["usedBy"]),
+                "routing": engine.connections.routes.describe(connection)}  # fmt: skip
+
+    @app.get("/sandbox/connections", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))
+    async def connections() -> list[dict[str, Any]]:
+        """Imported, posted and embedded connections (decision models, flows), one per ref; secrets masked."""
+        return [connection_item(e) for e in app.tenant.connection_catalog().values()]
+
+    @app.post(
+        "/sandbox/connections",
+        tags=["Sandbox"],
+        status_code=201,
+        responses=errors(*ADMIN_WRITE_ERRORS),
+        dependencies=_WRITE,
+        openapi_extra=json_body(CONNECTION_BODY),
+    )
+    async def add_connection(request: Request) -> JSONResponse:
+        data = await _json_object(request)
+        stored = app.tenant.add_library_item("connection", data)
+        item = connection_item(app.tenant.find_connection(str(stored["ref"])))
+        return JSONResponse(item, status_code=201)
+
+    @app.get("/sandbox/connections/{ref}", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS, 404))
+    async def get_connection(ref: str) -> dict[str, Any]:
+        return connection_item(app.tenant.find_connection(ref))
+
+    @app.put(
+        "/sandbox/connections/{ref}",
+        tags=["Sandbox"],
+        responses=errors(*ADMIN_WRITE_ERRORS, 404),
+        dependencies=_WRITE,
+        openapi_extra=json_body(CONNECTION_ROUTE_BODY),
+    )
+    async def route_connection(ref: str, request: Request) -> dict[str, Any]:
+        """Route one connection at run time: ``{"baseUrl": URL}`` (``null``: back to the default route)."""
+        data = await _json_object(request)
+        entry = app.tenant.find_connection(ref)
+        base = data.get("baseUrl")
+        if "baseUrl" not in data or not (base is None or isinstance(base, str)):
+            raise BadRequest("baseUrl must be a URL or null", 'send {"baseUrl": "http://127.0.0.1:9000"}')
+        try:
+            engine.connections.routes.set(str(entry["connection"].get("ref") or ref), base or None)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return connection_item(entry)
+
+    @app.post(
+        "/sandbox/connections/{ref}/test",
+        tags=["Sandbox"],
+        responses=errors(*ADMIN_WRITE_ERRORS, 404),
+        dependencies=_WRITE,
+        openapi_extra=json_body(CONNECTION_TEST_BODY),
+    )
+    async def test_connection(ref: str, request: Request) -> dict[str, Any]:
+        """Call a connection once with these inputs (missing ones: their exampleValue); nothing is recorded."""
+        data = await _json_object(request)
+        connection = app.tenant.find_connection(ref)["connection"]
+        given = data.get("inputs", {})
+        if not isinstance(given, dict):
+            raise BadRequest("inputs must be an object of input values by key", f"got {given!r:.200}")
+        keys = {
+            str(i["key"]): i.get("exampleValue")
+            for group in ("urlParameters", "inputMappings")
+            for i in connection.get(group) or []
+            if isinstance(i, Mapping) and i.get("key")
+        }
+        unknown = sorted(set(given) - set(keys))
+        if unknown:
+            raise BadRequest(
+                f"unknown input(s) {', '.join(unknown)[:200]}",
+                f"this connection takes: {', '.join(keys) or 'no inputs'}",
+            )
+        outcome = await engine.connections.call(connection, {**keys, **given})
+        return {
+            "request": outcome.request,
+            "response": {"status": outcome.status, "headers": outcome.headers, "body": outcome.body},
+            "outputs": outcome.outputs(connection) if outcome.error is None else {},
+            "latencyMs": outcome.latency_ms,
+            "via": outcome.via,
+            "error": outcome.error,
+        }
+
+    @app.api_route("/sandbox/mocks/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                   include_in_schema=False)  # fmt: skip
+    async def mock_systems(path: str, request: Request) -> Response:
+        """The built-in mock systems over HTTP (what the engine calls in-process); not in the OpenAPI."""
+        try:
+            answer = await mocks.handle(request.method, request.url.path, request.url.query,
+                                        dict(request.headers), await request.body())  # fmt: skip
+        except ConnectionResetError as exc:  # the reset fault: the in-process caller sees a dropped connection
+            return JSONResponse(error_body(502, str(exc), "injected by the sandbox's --faults knob"), status_code=502)
+        return Response(answer.content(), status_code=answer.status, headers=answer.headers)
 
     @app.get("/sandbox/replay", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))
     async def get_replay() -> dict[str, Any]:
@@ -440,6 +552,20 @@ def create_app(
         expose_headers=["X-Flowlab-Execution", "x-request-id", "x-adobe-edge", "x-rate-limit-remaining"],
     )
     return app
+
+
+def _masked_model(model: Mapping[str, Any]) -> dict[str, Any]:
+    """A decision model as answered: connection nodes with their secrets masked."""
+    nodes = model.get("nodes")
+    if not isinstance(nodes, list) or not any(isinstance(n, Mapping) and n.get("connection") for n in nodes):
+        return dict(model)
+    masked = [
+        {**n, "connection": mask_connection(n["connection"])}
+        if isinstance(n, Mapping) and isinstance(n.get("connection"), Mapping)
+        else n
+        for n in nodes
+    ]
+    return {**model, "nodes": masked}
 
 
 def _allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> list[str]:

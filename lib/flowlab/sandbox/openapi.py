@@ -24,6 +24,9 @@ __all__ = [
     "ADMIN_ERRORS",
     "ADMIN_WRITE_ERRORS",
     "CALL_FLOWS_BODY",
+    "CONNECTION_BODY",
+    "CONNECTION_ROUTE_BODY",
+    "CONNECTION_TEST_BODY",
     "DECISION_MODEL_BODY",
     "FLOW_BODY",
     "IMPORT_BODY",
@@ -172,6 +175,41 @@ IMPORT_BODY: dict[str, Any] = {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
+}
+
+#: POST /sandbox/connections: Sitecore's connection JSON, with Flow Lab's auth keys (connections.py, #11)
+CONNECTION_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "request"],
+    "description": "Sitecore's connection JSON: {ref?, name, request: {requestType, connectionUrl, requestBody?}, "
+    "auth: {authType: NONE | BASIC {username, password} | OAUTH2 {clientId, clientSecret, accessTokenUrl, scope, "
+    "credentialsIn: HEADER | BODY}}, urlParameters, inputMappings, outputMappings, customHeaders, "
+    "connectionTimeout, socketTimeout (ms), systemType}",
+    "properties": {
+        "name": {"type": "string", "pattern": r"\S"},
+        "request": {
+            "type": "object",
+            "required": ["connectionUrl"],
+            "properties": {
+                "requestType": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+                "connectionUrl": {"type": "string", "pattern": "^https?://[^/?#]+"},
+                "requestBody": {"type": ["string", "null"]},
+            },
+        },
+    },
+}
+
+CONNECTION_ROUTE_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["baseUrl"],
+    "description": "Route the connection to this base URL (its path and query are kept); null: the default route",
+    "properties": {"baseUrl": {"type": ["string", "null"]}},
+}
+
+CONNECTION_TEST_BODY: dict[str, Any] = {
+    "type": "object",
+    "description": "Input values by key (urlParameters and inputMappings); a missing one takes its exampleValue",
+    "properties": {"inputs": {"type": "object"}},
 }
 
 RESET_BODY: dict[str, Any] = {"type": "object", "description": "Nothing to say: send {}"}

@@ -28,9 +28,14 @@ SUM/COUNT/MIN/MAX gives one row ``{output: aggregate}`` over the single output's
 ``typeRef`` of boolean/integer/long/double converts "true"/"5"-like strings; outputs likewise.
 
 A failing programmable, JavaScript input or hit policy marks its node and the model ``error: true``, and
-everything downstream sees ``None`` (JS ``null``). A connection node is not run yet: evaluation stops there
-and :attr:`ModelResult.failure` says so (the engine fails the flow, as a real connection error does). The
-scripts of one evaluation share one parsed guest. ``outputType`` is recorded, not enforced.
+everything downstream sees ``None`` (JS ``null``). A connection node is called by the engine, never here
+(guest code runs in workers, which must not wait on a network; ``connections.py``): without its answer in
+``connections``, evaluation stops at the node and :attr:`ModelResult.pending` holds the node and its input
+values (each ``urlParameters`` / ``inputMappings`` ``mapping``: an upstream output or path, or a quoted
+literal such as ``"\"en\""``); the engine calls it and evaluates again with the answer supplied. A supplied
+error fails the node, stops evaluation, and :attr:`ModelResult.failure` carries it (the engine fails the
+flow, as Sitecore does). The scripts of one evaluation share one parsed guest. ``outputType`` is recorded,
+not enforced.
 
 Input entries follow what Sitecore's decision-table editor writes (FEEL unary tests)::
 
@@ -120,8 +125,10 @@ class ModelResult:
     logs: list[str]
     #: ``{node name: {label: value}}`` for every decision table, hit or not: why a table did not match.
     table_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: Why the evaluation stopped and the flow fails (a connection node, not run yet), else None.
+    #: Why the evaluation stopped and the flow fails (a connection that failed), else None.
     failure: str | None = None
+    #: ``{node, name, inputs}`` of the connection node that needs calling before evaluation can go on.
+    pending: dict[str, Any] | None = None
 
     @property
     def error(self) -> bool:
@@ -519,6 +526,8 @@ class _Connection:
     output_reference: str
     connection: Mapping[str, Any]  # the connection JSON, secrets already masked
     depends_on: tuple[str, ...]
+    #: (key, path of an upstream value or None, literal): one per urlParameters / inputMappings entry
+    inputs: tuple[tuple[str, Path | None, Any], ...] = ()
 
 
 _Compiled = _Programmable | _Table | _Connection
@@ -564,6 +573,13 @@ class DecisionModel:
         """(node name, connection JSON with secrets masked) of the connection nodes."""
         return [(n.name, n.connection) for n in self._nodes if isinstance(n, _Connection)]
 
+    def connection_node(self, node_id: str) -> tuple[str, str, Mapping[str, Any]] | None:
+        """(node name, output reference, connection JSON) of a connection node, by id."""
+        for n in self._nodes:
+            if isinstance(n, _Connection) and n.id == node_id:
+                return n.name, n.output_reference, n.connection
+        return None
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, runtime: ScriptRuntime) -> DecisionModel:
         """Validate and compile; raises :class:`DecisionModelError` naming the node and field at fault."""
@@ -578,12 +594,14 @@ class DecisionModel:
         bucket: int | None = None,
         entity: Mapping[str, Any] | None = None,
         before_script: Callable[[int, Script], None] | None = None,
+        connections: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> ModelResult:
         """Run the nodes in dependency order; a failing script or table is a node error, never an exception.
 
         ``before_script(i, script)`` is called before script ``i`` of :attr:`scripts` runs (the guest-code
-        worker marks its steps and refuses quarantined scripts there); what it raises propagates. A
-        connection node stops the evaluation: :attr:`ModelResult.failure` says why (not run yet).
+        worker marks its steps and refuses quarantined scripts there); what it raises propagates.
+        ``connections``: answers of connection nodes by node id, ``{"value": json}`` or ``{"error": text}``;
+        a connection node without one stops the evaluation with :attr:`ModelResult.pending`.
         """
         scope: dict[str, Any] = {"guest": guest, "request": request, "pos": pos, "entity": entity}
         nodes: list[dict[str, Any]] = []
@@ -593,6 +611,7 @@ class DecisionModel:
         table_inputs: dict[str, dict[str, Any]] = {}
         error = False
         failure: str | None = None
+        pending: dict[str, Any] | None = None
         values: dict[str, Any] = dict(scope)
         if guest is not None and len(self.scripts) > 1:
             values["guest"] = SharedJSON(guest)  # encoded and parsed once for all scripts
@@ -625,14 +644,26 @@ class DecisionModel:
                     _node(node.id, node.name, "programmable", _ms(started), node.depends_on, outputs)
                 )
             elif isinstance(node, _Connection):
-                failure = (
-                    f"connection '{node.connection.get('name') or node.name}' is not run yet by the sandbox: "
-                    "connections arrive in a later release"
-                )
-                error = True
-                nodes.append(_node(node.id, node.name, "connection", _ms(started), node.depends_on, []))
-                nodes[-1].update(error=True, errorCause=failure)
-                break
+                answer = (connections or {}).get(node.id)
+                if answer is None:
+                    inputs_ = {
+                        key: literal if path is None else _resolve(scope.get(path[0]), path[1])
+                        for key, path, literal in node.inputs
+                    }
+                    pending = {"node": node.id, "name": node.name, "inputs": inputs_}
+                    break
+                if answer.get("error") is not None:
+                    failure = str(answer["error"])
+                    error = True
+                    nodes.append(_node(node.id, node.name, "connection", _ms(started), node.depends_on, []))
+                    nodes[-1].update(error=True, errorCause=failure)
+                    break
+                value = answer.get("value")
+                scope[node.output_reference] = values[node.output_reference] = value
+                nodes.append(
+                    _node(node.id, node.name, "connection", float(answer.get("ms", 0.0)), node.depends_on,
+                          [{node.output_reference: value}])
+                )  # fmt: skip
             else:
                 try:
                     inputs = [
@@ -671,7 +702,7 @@ class DecisionModel:
             "debug": {"bucket": str(bucket if bucket is not None else 0), "logs": "\n".join(logs)},
             "decisionModelResultNodes": nodes,
         }
-        return ModelResult(result_body, offer_refs, rows_hit, logs, table_inputs, failure)
+        return ModelResult(result_body, offer_refs, rows_hit, logs, table_inputs, failure, pending)
 
 
 def _ms(started: float) -> float:
@@ -1005,8 +1036,8 @@ class _Loader:
                 for key in ("urlParameters", "inputMappings"):
                     for item in connection.get(key) or []:
                         mapping = item.get("mapping") if isinstance(item, Mapping) else None
-                        if isinstance(mapping, str):
-                            add(by_name.get(mapping.strip()))
+                        root = _ROOT.match(mapping) if isinstance(mapping, str) else None
+                        add(by_name.get(root.group(1)) if root else None)
         for required in node.get("requires", []):
             add(required)
         return found
@@ -1054,7 +1085,35 @@ class _Loader:
         connection = node.get("connection")
         if not isinstance(connection, Mapping):
             raise self.fail(name, "connection", "a connection node needs the connection's JSON object")
-        return _Connection(str(node["id"]), name, str(node["outputReference"]), dict(connection), depends)
+        inputs: list[tuple[str, Path | None, Any]] = []
+        for group in ("urlParameters", "inputMappings"):
+            items = connection.get(group) or []
+            if not isinstance(items, list):
+                raise self.fail(name, f"connection.{group}", "must be a list of {key, mapping}")
+            for i, item in enumerate(items):
+                where = f"connection.{group}[{i}]"
+                if not isinstance(item, Mapping) or not isinstance(item.get("key"), str) or not item["key"]:
+                    raise self.fail(name, f"{where}.key", "each entry needs the key of its ${key} placeholder")
+                mapping = item.get("mapping")
+                text = mapping.strip() if isinstance(mapping, str) else ""
+                if mapping is not None and not isinstance(mapping, str):
+                    raise self.fail(name, f"{where}.mapping", "must be an output reference or a quoted literal")
+                if text.startswith(("\"", "'")):
+                    try:
+                        literal = parse_output_entry(text.replace("'", '"') if text[0] == "'" else text)
+                    except DecisionModelError as exc:
+                        raise self.fail(name, f"{where}.mapping", str(exc)) from None
+                    inputs.append((item["key"], None, literal))
+                elif text:
+                    try:
+                        inputs.append((item["key"], parse_path(text), None))
+                    except DecisionModelError as exc:
+                        raise self.fail(name, f"{where}.mapping", str(exc)) from None
+                else:
+                    inputs.append((item["key"], None, None))
+        return _Connection(
+            str(node["id"]), name, str(node["outputReference"]), dict(connection), depends, tuple(inputs)
+        )
 
     def _table(
         self,

@@ -10,8 +10,8 @@ same guest-code workers, as a model posted as JSON:
 * ``<decisionTable hitPolicy aggregation>`` → a decision table (UNIQUE when no hit policy is given, as in
   DMN); inputs keep their ``typeRef`` and ``expressionLanguage``; rules keep their ids (``Table_0``).
 * ``expressionLanguage="web-service"`` → a connection node holding the embedded connection JSON with its
-  secrets masked (:func:`mask_connection`). The sandbox does not call connections yet: evaluating one fails
-  the flow, and :attr:`DmnModel.limitations` says so.
+  secrets masked (:func:`mask_connection`; exports carry none anyway). The engine calls it during execution
+  (``connections.py``), with the tenant's connection of the same ref when there is one (its secrets).
 * ``<informationRequirement><requiredDecision href="#id">`` → ``requires`` (evaluation order);
   ``requiredInput`` (the Guest) and authority requirements (the offer catalogue) need nothing.
 * Decision-template placeholders ``[[Label | Type | default | {opts}]]`` left in the XML are replaced by
@@ -70,7 +70,7 @@ class DmnModel:
     definition: dict[str, Any]
     #: placeholders without a default, and other things a person should look at
     warnings: list[str] = field(default_factory=list)
-    #: what the sandbox does not run yet (connection nodes)
+    #: what the sandbox does not run of this model (nothing today; kept for the import report)
     limitations: list[str] = field(default_factory=list)
 
     @property
@@ -223,10 +223,6 @@ def _decision(decision: Element, known: set[str | None], model: DmnModel) -> dic
             if not isinstance(connection, dict):
                 raise DmnError(f"{where}: the embedded connection must be a JSON object")
             node.update(type="connection", connection=mask_connection(connection))
-            model.limitations.append(
-                f"{where}: connection '{connection.get('name') or name}' is not run yet by the sandbox "
-                "(connections arrive in a later release); a flow reaching it fails"
-            )
             return node
         if language not in ("javascript", "js"):
             raise DmnError(f"{where}: expression language {language!r} is not supported (javascript only)")

@@ -14,7 +14,15 @@ Choices where the reference leaves questions open (reference §10), also listed 
   tenant is strict, and noted in the trace;
 * a condition that throws or runs out of time or memory, or a template that fails: **500** with the error
   body naming the flow, the variant and the script, and the same error in the TRACKING record;
-* the body is the template output unchanged, even when it is not valid JSON (the trace says so).
+* the body is the template output unchanged, even when it is not valid JSON (the trace says so);
+* a connection that times out or fails (``connections.py``) fails the flow like a script does: **500**, and
+  the TRACKING record says ``status: "ERROR"``, ``error: "Read timed out"``, category FAILED, as Sitecore's.
+
+Connections: the guest code runs in a worker, which never waits on a network. A model that reaches a
+connection node returns "needs node N with these inputs"; the engine calls the connection on the event loop
+(``ConnectionCaller``), then runs the stage again with every answer so far supplied (one round trip per
+connection). The trace lists each call under ``connections``: request (secrets masked), status, latency
+and outputs.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from flowlab.sandbox.limits import (
     request_summary,
     shortened,
 )
+from flowlab.sandbox.personalize.connections import CallOutcome, ConnectionCaller
 from flowlab.sandbox.personalize.decisions import DecisionModel
 from flowlab.sandbox.personalize.freemarker import (
     MAX_OUTPUT,
@@ -51,6 +60,7 @@ from flowlab.sandbox.personalize.store import CompiledFlow, CompiledVariant, Ten
 from flowlab.sandbox.workers import WorkerError, WorkerPool, WorkerTimeout, shared_pool, step
 
 __all__ = [
+    "MAX_CONNECTION_CALLS",
     "NO_MATCH_BODY",
     "SCRIPT_HARD_LIMIT_S",
     "TEMPLATE_HARD_LIMIT_S",
@@ -72,6 +82,8 @@ SCRIPT_HARD_LIMIT_S: Final = 0.5
 TEMPLATE_HARD_LIMIT_S: Final = 1.0
 
 NO_MATCH_BODY = '{"message":"No matching variant"}'
+#: Connection calls one request may make (each is one more round trip to a worker).
+MAX_CONNECTION_CALLS: Final = 32
 _IDENTITY = ("browserId", "email", "identifiers")
 _NOTE_NAMES: Final = 20  # unknown field names a trace's warning lists before "and N more"
 _KNOWN_FIELDS = frozenset(
@@ -235,6 +247,8 @@ class Engine:
         self._pool = pool
         #: New guests the tenant may hold before a request for one more gets 507 (tests lower it).
         self.max_guests = MAX_GUESTS
+        #: calls connections (the app gives it the sandbox's mocks and routes)
+        self.connections = ConnectionCaller()
         if guest_code == "workers":
             self.pool.start()  # the workers import while the server starts, not on its first request
 
@@ -250,24 +264,87 @@ class Engine:
         event loop.
         """
         plan = self._plan(body)
-        if self.guest_code == "inline":
-            return self._finish(plan, run_stage(plan.job, plan.objects.__getitem__))
-        try:
-            stage = self.pool.run_sync(_STAGE, plan.job, keys=list(plan.blobs), provide=plan.provide)
-        except FlowLabError as exc:
-            stage = self._stage_failed(plan, exc)
-        return self._finish(plan, stage)
+        while True:
+            if self.guest_code == "inline":
+                stage = run_stage(plan.job, plan.objects.__getitem__)
+            else:
+                try:
+                    stage = self.pool.run_sync(_STAGE, plan.job, keys=list(plan.blobs), provide=plan.provide)
+                except FlowLabError as exc:
+                    stage = self._stage_failed(plan, exc)
+            call = self._connection_call(plan, stage)
+            if call is None:
+                return self._finish(plan, stage)
+            self._supply(plan, stage, call, self.connections.call_sync(call[0], call[1]))
 
     async def execute_async(self, body: Any) -> Execution:
         """:meth:`execute` for an event loop: the loop only waits on the worker's socket."""
         plan = self._plan(body)
-        if self.guest_code == "inline":
-            return self._finish(plan, run_stage(plan.job, plan.objects.__getitem__))
-        try:
-            stage = await self.pool.run(_STAGE, plan.job, keys=list(plan.blobs), provide=plan.provide)
-        except FlowLabError as exc:
-            stage = self._stage_failed(plan, exc)
-        return self._finish(plan, stage)
+        while True:
+            if self.guest_code == "inline":
+                stage = run_stage(plan.job, plan.objects.__getitem__)
+            else:
+                try:
+                    stage = await self.pool.run(_STAGE, plan.job, keys=list(plan.blobs), provide=plan.provide)
+                except FlowLabError as exc:
+                    stage = self._stage_failed(plan, exc)
+            call = self._connection_call(plan, stage)
+            if call is None:
+                return self._finish(plan, stage)
+            self._supply(plan, stage, call, await self.connections.call(call[0], call[1]))
+
+    def _connection_call(
+        self, plan: _Plan, stage: dict[str, Any]
+    ) -> tuple[Mapping[str, Any], dict[str, Any]] | None:
+        """The connection the stage waits for, with its input values (None: the stage is finished).
+
+        The tenant's connection of the same ref (posted, imported, with its secrets) wins over the copy
+        embedded in the model; a stage that asks too often fails instead.
+        """
+        pending = stage.get("pending")
+        if pending is None:
+            return None
+        piece = plan.pieces[int(pending["piece"])]
+        found = self.tenant.models[str(piece.model_ref)].connection_node(str(pending["node"]))
+        embedded: Mapping[str, Any] = found[2] if found else {}
+        library = self.tenant.library["connection"].get(str(embedded.get("ref") or ""))
+        connection = library or embedded
+        if len(plan.calls) >= MAX_CONNECTION_CALLS:
+            stage.pop("pending")
+            stage["failure"] = {"piece": pending["piece"], "sub": 0, "kind": "connection",
+                                "error": f"more than {MAX_CONNECTION_CALLS} connection calls in one request"}  # fmt: skip
+            return None
+        return connection, dict(pending.get("inputs") or {})
+
+    def _supply(
+        self,
+        plan: _Plan,
+        stage: dict[str, Any],
+        call: tuple[Mapping[str, Any], dict[str, Any]],
+        outcome: CallOutcome,
+    ) -> None:
+        """Keep the call for the trace and give its answer to the next run of the stage."""
+        pending = stage["pending"]
+        connection, inputs = call
+        piece = plan.pieces[int(pending["piece"])]
+        answer = outcome.for_worker()
+        answer["ms"] = outcome.latency_ms
+        supplied = plan.job.setdefault("connections", {}).setdefault(str(pending["piece"]), {})
+        supplied[str(pending["node"])] = answer
+        plan.calls.append(
+            {
+                "model": piece.name,
+                "node": pending.get("name"),
+                "connection": {"ref": connection.get("ref"), "name": connection.get("name")},
+                "inputs": inputs,
+                "via": outcome.via,
+                "request": outcome.request,
+                "status": outcome.status,
+                "latencyMs": outcome.latency_ms,
+                "outputs": outcome.outputs(connection) if outcome.error is None else {},
+                "error": outcome.error,
+            }
+        )
 
     def _plan(self, body: Any) -> _Plan:
         """Validate, resolve the flows, find the guest and bucket, start the trace, and plan the stage."""
@@ -425,6 +502,8 @@ class Engine:
     def _finish(self, plan: _Plan, stage: dict[str, Any]) -> Execution:
         """Turn the stage's outcome into the trace, the TRACKING record and the answer."""
         trace = plan.trace
+        if plan.calls:
+            trace["connections"] = plan.calls
         records: dict[int, list[dict[str, Any]]] = stage.get("attempts", {})
         fail: dict[str, Any] | None = stage.get("failure")
         chosen: int | None = stage.get("chosen")
@@ -525,6 +604,8 @@ class Engine:
         trace["timings"]["totalMs"] = (time.perf_counter() - plan.started) * 1000
         trace.update(status=status, outcome="error" if failure else "executed", body=text)
         error = failure.message if failure else None
+        if failure is not None and fail is not None and fail.get("recordError"):
+            error = str(fail["recordError"])  # Sitecore's own words: "Read timed out"
         self._record(trace, plan.guest, flow, variant, trace["offers"], plan.req, error=error)
         return Execution(trace["ref"], status, text, trace)
 
@@ -716,13 +797,19 @@ def _run_variant(
             enter(index, position + 1, keys[position], SCRIPT_HARD_LIMIT_S)
 
         model: DecisionModel = resolve(key)
+        supplied = job.get("connections", {}).get(str(index), {})
         outcome = model.evaluate(guest=job["guest"], request=job["request"], pos=job["pos"],
-                                 bucket=job["bucket"], before_script=before)  # fmt: skip
+                                 bucket=job["bucket"], before_script=before, connections=supplied)  # fmt: skip
+        if outcome.pending is not None:  # the engine calls it on its event loop, then runs this again
+            out["pending"] = {"piece": index, **outcome.pending}
+            return
         results.append(outcome.result)
         offer_refs.extend(outcome.offer_refs)
         out["models"].append({"result": outcome.result, "rowsHit": outcome.rows_hit})
-        if outcome.failure is not None:  # a connection node: the flow fails, as a real one does (#11)
-            out["failure"] = {"piece": index, "sub": 0, "error": outcome.failure, "kind": "connection"}
+        if outcome.failure is not None:  # a connection failed: the flow fails, as a real one does (#11)
+            node = outcome.result["decisionModelResultNodes"][-1]["name"]
+            out["failure"] = {"piece": index, "sub": 0, "kind": "connection", "recordError": outcome.failure,
+                              "error": f"connection node '{node}' failed: {outcome.failure}"}  # fmt: skip
             return
     offers_by_ref: Mapping[str, Any] = resolve(job["offers"])
     offers = [offers_by_ref[r] for r in offer_refs if r in offers_by_ref]
@@ -790,6 +877,8 @@ class _Plan:
     job: dict[str, Any] = field(default_factory=dict)
     blobs: dict[str, tuple[str, Any]] = field(default_factory=dict)
     objects: dict[str, Any] = field(default_factory=dict)
+    #: connection calls made for this request, as the trace shows them
+    calls: list[dict[str, Any]] = field(default_factory=list)
 
     def provide(self, keys: Sequence[str]) -> dict[str, tuple[str, Any]]:
         return {k: self.blobs[k] for k in keys if k in self.blobs}

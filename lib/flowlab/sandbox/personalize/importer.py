@@ -17,8 +17,10 @@ or unknown places, from its fields. Every file ends up in the :class:`ImportRepo
   ``getDecisionModelResultNode("…")``; else (2) whose folder name equals the flow's name or friendlyId
   (letters and digits compared, case ignored); else (3) whose folder name is contained in the flow's name.
   A model no flow names is loaded under a stable ref of its own (``dmn:<folder>``-derived UUID).
-* Connections (and offer / decision templates) are stored for listing, secrets masked; connections are
-  not called yet. Companion files (``.js``/``.txt``/``.html``/``.css`` copies of code already inside a
+* Connections (and offer / decision templates) are stored in the tenant's library; connections are
+  checked (``connections.validate_connection``), called by decision models of the same ref during
+  execution, listed by ``GET /sandbox/connections`` with secrets masked. Companion files
+  (``.js``/``.txt``/``.html``/``.css`` copies of code already inside a
   definition) are skipped as such.
 """
 

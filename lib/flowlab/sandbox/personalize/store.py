@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from flowlab.sandbox.errors import BadRequest, NotFound
+from flowlab.sandbox.personalize.connections import validate_connection
 from flowlab.sandbox.personalize.decisions import DecisionModel, DecisionModelError
 from flowlab.sandbox.personalize.demo import DemoTenant, demo_tenant
 from flowlab.sandbox.personalize.dmn import mask_connection
@@ -138,6 +139,19 @@ class CompiledFlow:
         return None
 
 
+def _embedded_connections(value: Any, depth: int = 0) -> list[Mapping[str, Any]]:
+    """Connection JSON objects inside a flow definition (a triggered flow's ``connectionTask``)."""
+    if depth > 8:
+        return []
+    if isinstance(value, Mapping):
+        if isinstance(value.get("request"), Mapping) and "systemType" in value and value.get("name"):
+            return [value]
+        return [c for v in value.values() for c in _embedded_connections(v, depth + 1)]
+    if isinstance(value, list):
+        return [c for v in value for c in _embedded_connections(v, depth + 1)]
+    return []
+
+
 def _problem(kind: str, name: str, message: str) -> BadRequest:
     return BadRequest(f"{kind} '{name}' is invalid: {message}")
 
@@ -217,14 +231,61 @@ class Tenant:
             self._kept_imports.append(files)
 
     def add_library_item(self, kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
-        """Store a connection, offer template or decision template for listing; connections get secrets masked."""
+        """Store a connection, offer template or decision template; a connection is checked, and answered masked.
+
+        A connection keeps its secrets here (the engine calls it with them: ``connections.py``); every
+        answer, trace and listing shows it through ``mask_connection``.
+        """
         if kind not in LIBRARY_KINDS:
             raise BadRequest(f"unknown library kind {kind!r}", f"one of {', '.join(LIBRARY_KINDS)}")
-        data = mask_connection(item) if kind == "connection" else dict(item)
+        data = validate_connection(item) if kind == "connection" else dict(item)
         data.setdefault("ref", new_ref())
         with self._lock:
             self.library[kind][str(data["ref"])] = data
-        return data
+        return mask_connection(data) if kind == "connection" else data
+
+    def connection_catalog(self) -> dict[str, dict[str, Any]]:
+        """Every connection by ref: the library's and those embedded in decision models and flows (deduplicated).
+
+        ``{ref: {"connection": JSON with secrets, "usedBy": ["decision model 'X', node 'Y'", ...]}}``; the
+        library's definition wins over an embedded copy of the same ref.
+        """
+        found: dict[str, dict[str, Any]] = {
+            ref: {"connection": c, "usedBy": []} for ref, c in self.library["connection"].items()
+        }
+
+        def add(connection: Mapping[str, Any], where: str) -> None:
+            ref = str(connection.get("ref") or connection.get("name") or "")
+            if not ref:
+                return
+            entry = found.setdefault(ref, {"connection": dict(connection), "usedBy": []})
+            if where not in entry["usedBy"]:
+                entry["usedBy"].append(where)
+
+        for model in self.model_defs.values():
+            for node in model.get("nodes") or []:
+                if isinstance(node, Mapping) and node.get("type") == "connection":
+                    connection = node.get("connection")
+                    if isinstance(connection, Mapping):
+                        add(connection, f"decision model '{model.get('name')}', node '{node.get('name')}'")
+        for friendly_id, flow in self.flows.items():
+            for connection in _embedded_connections(flow.definition):
+                add(connection, f"flow '{friendly_id}'")
+        return found
+
+    def find_connection(self, ref_or_name: str) -> dict[str, Any]:
+        """A catalog entry by ref, or by name (case and surrounding spaces ignored); NotFound otherwise."""
+        catalog = self.connection_catalog()
+        if ref_or_name in catalog:
+            return catalog[ref_or_name]
+        wanted = ref_or_name.strip().lower()
+        for entry in catalog.values():
+            if str(entry["connection"].get("name") or "").strip().lower() == wanted:
+                return entry
+        raise NotFound(
+            f"no connection '{ref_or_name[:80]}'",
+            "GET /sandbox/connections lists them (imported, posted, and embedded in decision models and flows)",
+        )
 
     def add_offer(self, offer: Mapping[str, Any]) -> dict[str, Any]:
         data = dict(offer)
