@@ -126,6 +126,14 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     for folder in args.load:
         if not Path(folder).is_dir():
             raise UsageError(f"--load {folder}: not a folder; give a Sitecore export folder")
+    routes = _connection_routes(args.connection)
+    if args.connections_to or routes:
+        from flowlab.sandbox.personalize.connections import Routes
+
+        try:
+            Routes(connections_to=args.connections_to, overrides=routes)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
     def announce(url: str) -> None:
         sys.stderr.write(
@@ -145,8 +153,23 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         replay=args.replay,
         replay_latency=args.replay_latency,
         load=args.load,
+        connections_to=args.connections_to,
+        connection_routes=routes,
     )
     return 0
+
+
+def _connection_routes(specs: list[str]) -> dict[str, str]:
+    """``--connection NAME_OR_REF=URL`` flags as a mapping (the last '=' followed by http splits them)."""
+    routes: dict[str, str] = {}
+    for spec in specs:
+        name, sep, url = spec.rpartition("=http")
+        if not sep or not name.strip():
+            raise UsageError(
+                f'--connection {spec!r}: write NAME_OR_REF=URL, e.g. --connection "Get City from MaxMind=http://127.0.0.1:9000"'
+            )
+        routes[name.strip()] = "http" + url
+    return routes
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
@@ -486,6 +509,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="DIR",
         help="import this Sitecore Personalize export folder first (repeat for more; kept across resets)",
+    )
+    sb.add_argument(
+        "--connections-to",
+        metavar="URL",
+        help="send every connection call to this base URL, keeping each one's path and query "
+        "(default: the built-in mock systems; nothing goes to the internet)",
+    )
+    sb.add_argument(
+        "--connection",
+        action="append",
+        default=[],
+        metavar="NAME_OR_REF=URL",
+        help="send one connection (by name or ref) to this base URL (repeat for more; the real URL allows it)",
     )
     sb.set_defaults(func=cmd_sandbox)
 

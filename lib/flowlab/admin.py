@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
@@ -122,6 +123,27 @@ class SandboxAdmin:
         """Load a zip of a Sitecore export folder; the import report (``POST /sandbox/import``, #11)."""
         headers = {"Content-Type": "application/zip"}
         return dict(self._json("POST", "/sandbox/import", content=archive, headers=headers))
+
+    def connections(self) -> list[dict[str, Any]]:
+        """Every connection (library and embedded), secrets masked, with ``usedBy`` and ``routing`` (#11)."""
+        return list(self._json("GET", "/sandbox/connections"))
+
+    def connection(self, ref_or_name: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/sandbox/connections/{quote(ref_or_name, safe='')}"))
+
+    def add_connection(self, connection: Mapping[str, Any]) -> dict[str, Any]:
+        """Load Sitecore's connection JSON (with Flow Lab's auth keys); answered with secrets masked."""
+        return dict(self._json("POST", "/sandbox/connections", json=dict(connection)))
+
+    def route_connection(self, ref_or_name: str, base_url: str | None) -> dict[str, Any]:
+        """Send one connection to ``base_url`` (path and query kept); ``None``: back to the default route."""
+        path = f"/sandbox/connections/{quote(ref_or_name, safe='')}"
+        return dict(self._json("PUT", path, json={"baseUrl": base_url}))
+
+    def test_connection(self, ref_or_name: str, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Call a connection once: ``{request, response: {status, headers, body}, outputs, latencyMs, error}``."""
+        path = f"/sandbox/connections/{quote(ref_or_name, safe='')}/test"
+        return dict(self._json("POST", path, json={"inputs": dict(inputs or {})}))
 
     def edge_audiences(self) -> list[dict[str, Any]]:
         """The Edge tenant's audiences: ``[{id, name, description, rule, evaluation, destinations}]``."""

@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -112,10 +112,13 @@ class SandboxServer:
         replay: Sequence[str | Path] = (),
         replay_latency: bool = False,
         load: Sequence[str | Path] = (),
+        connections_to: str | None = None,
+        connection_routes: Mapping[str, str] | None = None,
     ) -> None:
         self.app = app or create_app(
             latency_ms=latency_ms, faults=faults, seed=seed, host=host, admin_token=admin_token,
-            replay=replay, replay_latency=replay_latency, load=load,
+            replay=replay, replay_latency=replay_latency, load=load, connections_to=connections_to,
+            connection_routes=connection_routes,
         )  # fmt: skip
         self.app.access.host = host
         #: why the replay its starter asked for is off (a file that is not a run store); "" if none
@@ -192,6 +195,8 @@ def serve_forever(
     replay: Sequence[str | Path] = (),
     replay_latency: bool = False,
     load: Sequence[str | Path] = (),
+    connections_to: str | None = None,
+    connection_routes: Mapping[str, str] | None = None,
 ) -> None:
     """Serve in the foreground until Ctrl+C (``python -m flowlab sandbox``); ``announce(url)`` once bound.
 
@@ -201,7 +206,8 @@ def serve_forever(
     """
     app = create_app(
         latency_ms=latency_ms, faults=faults, host=host, admin_token=admin_token,
-        replay=replay, replay_latency=replay_latency, load=load,
+        replay=replay, replay_latency=replay_latency, load=load, connections_to=connections_to,
+        connection_routes=connection_routes,
     )  # fmt: skip
     for folder, report in zip(load, app.load_reports, strict=True):
         sys.stderr.write(f"imported {folder}:\n{report_table(report.to_json())}\n")
