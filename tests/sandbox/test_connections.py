@@ -413,3 +413,15 @@ def test_bad_connection_json_is_a_clear_400(sandbox: SandboxServer) -> None:
     assert bad_auth.status_code == 400 and "auth.authType" in bad_auth.json()["message"]
     bad_timeout = httpx.post(url, json=connection("z", "http://127.0.0.1:9/", socketTimeout=0))
     assert bad_timeout.status_code == 400 and "socketTimeout" in bad_timeout.json()["message"]
+
+
+def test_the_mock_systems_honour_the_latency_and_fault_knobs() -> None:
+    with SandboxServer(load=[DEMO], latency_ms=120) as server, SandboxAdmin(base_url=server.url) as admin:
+        slow = admin.test_connection(MAXMIND_REF, {"ipAddress": "8.8.4.4"})
+        assert slow["response"]["status"] == 200 and slow["latencyMs"] >= 120
+        assert (
+            httpx.put(f"{server.url}/sandbox/knobs", json={"latencyMs": 0, "faults": "503=1"}).status_code
+            == 200
+        )
+        failed = admin.test_connection(MAXMIND_REF, {"ipAddress": "8.8.4.4"})
+        assert failed["response"]["status"] == 503 and failed["error"] == "HTTP 503 from the connection"

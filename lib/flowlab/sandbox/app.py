@@ -499,8 +499,9 @@ def create_app(
         try:
             answer = await mocks.handle(request.method, request.url.path, request.url.query,
                                         dict(request.headers), await request.body())  # fmt: skip
-        except ConnectionResetError as exc:  # the reset fault: the in-process caller sees a dropped connection
-            return JSONResponse(error_body(502, str(exc), "injected by the sandbox's --faults knob"), status_code=502)
+        except ConnectionResetError as exc:  # the reset fault (in-process callers see a dropped connection)
+            body = error_body(502, str(exc), "injected by the sandbox's --faults knob")
+            return JSONResponse(body, status_code=502)
         return Response(answer.content(), status_code=answer.status, headers=answer.headers)
 
     @app.get("/sandbox/replay", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS))

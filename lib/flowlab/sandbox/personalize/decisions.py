@@ -1093,12 +1093,16 @@ class _Loader:
             for i, item in enumerate(items):
                 where = f"connection.{group}[{i}]"
                 if not isinstance(item, Mapping) or not isinstance(item.get("key"), str) or not item["key"]:
-                    raise self.fail(name, f"{where}.key", "each entry needs the key of its ${key} placeholder")
+                    raise self.fail(
+                        name, f"{where}.key", "each entry needs the key of its ${key} placeholder"
+                    )
                 mapping = item.get("mapping")
                 text = mapping.strip() if isinstance(mapping, str) else ""
                 if mapping is not None and not isinstance(mapping, str):
-                    raise self.fail(name, f"{where}.mapping", "must be an output reference or a quoted literal")
-                if text.startswith(("\"", "'")):
+                    raise self.fail(
+                        name, f"{where}.mapping", "must be an output reference or a quoted literal"
+                    )
+                if text.startswith(('"', "'")):
                     try:
                         literal = parse_output_entry(text.replace("'", '"') if text[0] == "'" else text)
                     except DecisionModelError as exc:
