@@ -627,18 +627,21 @@ def test_variant_order() -> None:
 
 
 def test_public_api() -> None:
+    from flowlab.analysis import membership, stats
+
+    # ``flowlab.analysis`` is the stats API plus the Edge membership functions, nothing else.
+    assert set(analysis.__all__) == set(stats.__all__) | (set(analysis.__all__) & set(membership.__all__))
+    assert {"membership_rates", "attribute_summary"} <= set(analysis.__all__)
     functions = {
         name
-        for name, value in vars(analysis).items()
+        for name, value in vars(stats).items()
         if not name.startswith("_") and getattr(value, "__module__", "") == "flowlab.analysis.stats"
     }
     constants = {"ALL", "MIN_PER_VARIANT", "MISSING", "OTHER", "UNKNOWN_ERROR"}
     # Issue #10: planning, sequential intervals and the timeout budget live in their own modules.
     own_modules = {"flowlab.analysis.planning", "flowlab.analysis.sequential", "flowlab.analysis.budget"}
-    reexported = {
-        n for n in analysis.__all__ if getattr(getattr(analysis, n), "__module__", "") in own_modules
-    }
-    assert set(analysis.__all__) == functions | constants | reexported
+    reexported = {n for n in stats.__all__ if getattr(getattr(stats, n), "__module__", "") in own_modules}
+    assert set(stats.__all__) == functions | constants | reexported
     assert len(analysis.__all__) == len(set(analysis.__all__))
 
 

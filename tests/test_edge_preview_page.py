@@ -8,7 +8,9 @@ from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
+from flowlab.admin import SandboxAdmin
 from ui.edge_response import ATTRIBUTES_NOTE
+from ui.target import sandbox_server
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -29,6 +31,10 @@ def _edge(page: str) -> AppTest:
 
 def test_lena_shows_audience_names_and_attributes() -> None:
     at = _edge("app_pages/edge_preview.py")
+    # The app's sandbox is shared by every AppTest of this process: an earlier Edge batch may have made
+    # Lena a member already ("Already a member", not "same-page"). Start her from the demo data.
+    with SandboxAdmin(base_url=sandbox_server().url) as admin:
+        admin.reset()
     assert "SANDBOX" in _text(at.sidebar, "markdown") or at.sidebar.selectbox(key="edge_target_name")
     at.button(key="edge_call").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
