@@ -234,7 +234,7 @@ def parse_edge_response(
     request_id_header = _header(headers, "x-request-id")
     if not 200 <= status < 300:
         parsed = _loads(body)
-        problem = EdgeProblem.from_json(parsed) if isinstance(parsed, Mapping) else None
+        problem = EdgeProblem.from_json(parsed) if isinstance(parsed, dict) else None
         report_id = problem.report.get("requestId") if problem is not None else None
         response = EdgeResponse(
             **common,
@@ -248,7 +248,7 @@ def parse_edge_response(
     if parsed is _INVALID or parsed is None:
         shown = "an empty body" if not text.strip() else f"not JSON: {_short(text, 200)}"
         raise APIResponseError(f"{where} is {shown}; an interact answer is a JSON envelope", url=url)
-    if not isinstance(parsed, Mapping):
+    if not isinstance(parsed, dict):
         raise APIResponseError(
             f"{where} is a JSON {_kind(parsed)}, not the {{requestId, handle}} object of an interact answer",
             url=url,
@@ -265,7 +265,7 @@ def parse_edge_response(
     kept: list[dict[str, Any]] = []
     destinations: list[Destination] = []
     for i, handle in enumerate(handles):
-        if not isinstance(handle, Mapping):
+        if not isinstance(handle, dict):
             raise APIResponseError(f"{where}: handle[{i}] is {_a(handle)}, not an object", url=url)
         kept.append(dict(handle))
         if handle.get("type") == "activation:pull":
@@ -289,7 +289,7 @@ def parse_edge_response(
 def _destination(item: Any, path: str, where: str, url: str) -> Destination | None:
     """A ``profileLookup`` item as a Destination; other payload objects (§3.3: "may contain … payload
     objects unrelated to edge lookup") are left in ``handles`` only."""
-    if not isinstance(item, Mapping):
+    if not isinstance(item, dict):
         raise APIResponseError(f"{where}: {path} is {_a(item)}, not an object", url=url)
     kind = item.get("type")
     # Adobe's Web SDK test mock (§3.3, S5) has no type and calls the destination "id": read it too.
@@ -305,24 +305,27 @@ def _destination(item: Any, path: str, where: str, url: str) -> Destination | No
         raise APIResponseError(f"{where}: {path}.segments is {_a(segments_raw)}, not a list", url=url)
     segments: list[dict[str, str | None]] = []
     for k, segment in enumerate(segments_raw):
-        spot = f"{path}.segments[{k}]"
-        if not isinstance(segment, Mapping):
-            raise APIResponseError(f"{where}: {spot} is {_a(segment)}, not an {{id}} object", url=url)
+        if not isinstance(segment, dict):
+            raise APIResponseError(
+                f"{where}: {path}.segments[{k}] is {_a(segment)}, not an {{id}} object", url=url
+            )
         seg_id, namespace = segment.get("id"), segment.get("namespace")
         if not isinstance(seg_id, str) or not seg_id:
             raise APIResponseError(
-                f"{where}: {spot}.id is {_described(seg_id)}; an audience id is text", url=url
+                f"{where}: {path}.segments[{k}].id is {_described(seg_id)}; an audience id is text", url=url
             )
         if namespace is not None and not isinstance(namespace, str):
-            raise APIResponseError(f"{where}: {spot}.namespace is {_a(namespace)}, not text", url=url)
+            raise APIResponseError(
+                f"{where}: {path}.segments[{k}].namespace is {_a(namespace)}, not text", url=url
+            )
         segments.append({"id": seg_id, "namespace": namespace})
     attributes_raw = item.get("attributes", {})
-    if not isinstance(attributes_raw, Mapping):
+    if not isinstance(attributes_raw, dict):
         raise APIResponseError(
             f"{where}: {path}.attributes is {_a(attributes_raw)}, not a name → {{value}} object", url=url
         )
     attributes = {
-        str(name): value["value"] if isinstance(value, Mapping) and "value" in value else value
+        str(name): value["value"] if isinstance(value, dict) and "value" in value else value
         for name, value in attributes_raw.items()
     }
     return Destination(alias=alias, destination_id=destination_id, segments=segments, attributes=attributes)
