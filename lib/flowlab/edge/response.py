@@ -328,7 +328,9 @@ def _destination(item: Any, path: str, where: str, url: str) -> Destination | No
         str(name): value["value"] if isinstance(value, dict) and "value" in value else value
         for name, value in attributes_raw.items()
     }
-    return Destination(alias=alias, destination_id=destination_id, segments=segments, attributes=attributes)
+    return Destination(
+        alias=str(alias), destination_id=str(destination_id), segments=segments, attributes=attributes
+    )
 
 
 def _problems(value: Any, name: str, where: str, url: str) -> list[EdgeProblem]:

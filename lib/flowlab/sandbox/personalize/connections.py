@@ -409,9 +409,12 @@ class ConnectionCaller:
         loop = asyncio.get_running_loop()
         held = self._clients.get(id(loop))
         if held is None or held[0] is not loop or held[0].is_closed():
+            from httpx_aiohttp import AiohttpTransport
+
+            limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
             mounts = {"http://flowlab-sandbox": httpx.ASGITransport(app=self.mocks.asgi)}
-            client = httpx.AsyncClient(trust_env=False, follow_redirects=False, mounts=mounts,
-                                       limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))  # fmt: skip
+            client = httpx.AsyncClient(trust_env=False, follow_redirects=False, mounts=mounts, limits=limits,
+                                       transport=AiohttpTransport(limits=limits))  # fmt: skip
             self._clients = {k: v for k, v in self._clients.items() if not v[0].is_closed()}
             self._clients[id(loop)] = (loop, client)
             return client
