@@ -227,3 +227,39 @@ def test_cli_edge_batch_writes_a_csv_with_segments(sample_csv: Path, tmp_path: P
         capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert wrong.returncode == 2 and "--datastream-id is required" in wrong.stderr, wrong.stderr
+
+
+def test_cli_sample_then_batch_prints_membership_by_a_dimension(tmp_path: Path) -> None:
+    """The CLI path of #9's "done when": a sample of sandbox identities, a batch, rates by dimension."""
+
+    def flowlab(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flowlab", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+
+    made = flowlab("sample", "--provider", "edge", "--size", "400", "--event-type", "commerce.checkouts",
+                   "--out", "ids.csv")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "400 identities in ids.csv" in made.stderr and "loyaltyTier" in made.stderr
+    with (tmp_path / "ids.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 400 and {r["eventType"] for r in rows} == {"commerce.checkouts"}
+
+    done = flowlab("batch", "--provider", "edge", "--guests", "ids.csv", "--out", "out.csv", "--quiet",
+                   "--by", "loyaltyTier")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("audience membership by loyaltyTier")
+    gold = [line.split() for line in lines if line.split()[:1] == ["gold"] and "Gold and platinum" in line]
+    assert gold and gold[0][-3] == "100.0%"  # every gold profile is in the batch audience "Gold and platinum"
+    checkout = [line for line in lines if "Checking out today" in line]
+    assert checkout and all("100.0%" in line for line in checkout)  # the edge audience, on this very event
+
+    wrong = flowlab("batch", "--provider", "edge", "--guests", "ids.csv", "--out", "x.csv", "--by", "nope")
+    assert wrong.returncode == 2 and "--by nope: not a column of ids.csv; pick one of:" in wrong.stderr
+    bad = flowlab("sample", "--provider", "edge", "--size", "0", "--out", "ids.csv")
+    assert bad.returncode == 2 and "--size must be 1 or more" in bad.stderr and "Traceback" not in bad.stderr

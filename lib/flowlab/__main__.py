@@ -280,6 +280,11 @@ def _edge_batch(args: argparse.Namespace, settings: Settings, sample: Any) -> in
             f"{args.guests} is a callFlows guest CSV: an Edge batch needs identity.namespace and identity.id "
             "columns (optional eventType, data.*, xdm.*)"
         )
+    dimensions = ["identity", "event_type", *sample.columns]
+    if args.by is not None and args.by not in dimensions:
+        raise UsageError(
+            f"--by {args.by}: not a column of {args.guests}; pick one of: {', '.join(dimensions)}"
+        )
     with _edge_target(args, settings) as (base_url, provider):
         _confirm_live_batch(
             base_url, len(sample.guests), settings.batch_confirm_threshold, assume_yes=args.yes
@@ -299,8 +304,38 @@ def _edge_batch(args: argparse.Namespace, settings: Settings, sample: Any) -> in
         summary = run_batch_to_file(
             sample, options, Path(args.out), resume=args.resume, progress=not args.quiet
         )
-    sys.stderr.write(summary.describe() + "\n")
+        sys.stderr.write(summary.describe() + "\n")
+        _print_membership(store_path_for(args.out), base_url, args.by)
     return 0 if summary.failed == 0 else EXIT_API
+
+
+def _print_membership(store: Path, base_url: str, by: str | None) -> None:
+    """After an Edge batch: each audience's share of the answered identities, with a 95% Wilson interval,
+    overall or per value of ``--by`` (audience names when the target is a sandbox)."""
+    from flowlab.analysis.membership import membership_rates
+    from flowlab.batch.runs import RunStore
+
+    with RunStore.open(store) as run:
+        frame = run.to_dataframe(exclude=("body",))
+    names: list[dict[str, Any]] = []
+    with SandboxAdmin(base_url=base_url, timeout=5) as admin:
+        if admin.is_sandbox():
+            names = admin.edge_audiences()
+    rates = membership_rates(frame, by=by, audiences=names or None)
+    rates = rates[rates["members"] > 0] if by else rates
+    if rates.empty:
+        sys.stdout.write("no audience membership in the answered calls\n")
+        return
+    lines = [f"audience membership{f' by {by}' if by else ''} (share of answered identities, 95% interval):"]
+    width = min(max(len(str(n)) for n in rates["name"]), 40)
+    level_width = max((len(str(v)) for v in rates[by]), default=0) if by else 0
+    for row in rates.to_dict("records"):
+        level = f"{str(row[by]):<{level_width}}  " if by else ""
+        lines.append(
+            f"  {level}{str(row['name'])[:40]:<{width}}  {row['members']:>7,} / {row['guests']:<7,} "
+            f"{row['rate']:>6.1%}  [{row['rate_low']:.1%}, {row['rate_high']:.1%}]"
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 @contextmanager
@@ -409,6 +444,37 @@ def _edge_client(args: argparse.Namespace, settings: Settings) -> Iterator[EdgeC
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
+    """Write a sample CSV for ``batch``: synthetic guests (callFlows), or identities from a sandbox's edge
+    profiles plus first-time visitors (AEP Edge; a sandbox started for this command without ``--base-url``)."""
+    from flowlab.batch.samples import edge_sample_from_sandbox, generate_guests
+
+    if args.size < 1:
+        raise UsageError(f"--size must be 1 or more, got {args.size}")
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise UsageError(f"--out {args.out}: a sample is a .csv file")
+    if args.provider == "personalize":
+        if args.event_type:
+            raise UsageError("--event-type is for --provider edge")
+        sample = generate_guests(args.size, seed=args.seed)
+    elif args.base_url:
+        sample = edge_sample_from_sandbox(
+            args.base_url, limit=args.size, event_type=args.event_type, seed=args.seed
+        )
+    else:
+        from flowlab.sandbox import SandboxServer
+
+        with SandboxServer() as sb:
+            sample = edge_sample_from_sandbox(
+                sb.url, limit=args.size, event_type=args.event_type, seed=args.seed
+            )
+    sample.to_csv(out)
+    noun = "identities" if args.provider == "edge" else "guests"
+    sys.stderr.write(f"{len(sample.guests):,} {noun} in {out} (columns: {', '.join(sample.header())})\n")
+    return 0
 
 
 def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
@@ -581,11 +647,35 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", required=True, help="results: .csv, .parquet or .sqlite")
     batch.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     batch.add_argument("--variant-path", help="JSON path to the variant in the body, e.g. variant")
+    batch.add_argument(
+        "--by",
+        help="with --provider edge: print audience membership per value of this sample column, e.g. countryCode",
+    )
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     batch.add_argument(
         "--yes", action="store_true", help="confirm a large batch on a live tenant without asking"
     )
     batch.set_defaults(func=cmd_batch)
+
+    smp = sub.add_parser("sample", help="write a sample CSV for batch (synthetic guests or Edge identities)")
+    smp.add_argument(
+        "--provider",
+        choices=("personalize", "edge"),
+        default="personalize",
+        help="personalize: synthetic callFlows guests (default); edge: the sandbox's edge profiles",
+    )
+    smp.add_argument("--size", type=int, default=5000, help="rows (default 5000)")
+    smp.add_argument(
+        "--event-type", help="with --provider edge: the eventType column, e.g. commerce.checkouts"
+    )
+    smp.add_argument(
+        "--base-url", help="with --provider edge: a running sandbox (default: one started for this)"
+    )
+    smp.add_argument(
+        "--seed", type=int, default=0, help="random seed (default 0: the same sample every time)"
+    )
+    smp.add_argument("--out", required=True, help="the CSV to write")
+    smp.set_defaults(func=cmd_sample)
 
     edge = sub.add_parser("edge", help="send one AEP Edge interact event and print the envelope")
     edge.add_argument(
