@@ -25,8 +25,9 @@ from ui.target import current_target, page_header
 
 page_header(
     "Analysis",
-    "Split health, conversion and lift per variant, the sample it needs, breakdowns, offers, latency and "
-    "the timeout budget, and errors for one batch run.",
+    "One batch run. Sitecore flows: split health, conversion and lift per variant, the sample it needs, "
+    "breakdowns, offers, latency and the timeout budget. AEP Edge: audience membership by any dimension, "
+    "attributes and latency. Errors for both.",
     current_target(),
 )
 record = run_picker()

@@ -81,6 +81,16 @@ def edge_pages(page: Page, out: Path) -> None:
     settle(page)
     page.wait_for_timeout(1000)  # the chart finishes drawing
     shoot(page, out, "journey")
+    nav(page, "Batch run")  # 5,000 sandbox identities sending a checkout, then membership on Analysis
+    page.wait_for_selector(".st-key-batch_start button:not([disabled])", timeout=30_000)
+    page.locator(".st-key-batch_start button:not([disabled])").first.click()
+    page.wait_for_selector(".st-key-batch_export_parquet", timeout=120_000)
+    settle(page)
+    nav(page, "Analysis")
+    page.wait_for_selector("[data-testid='stVegaLiteChart']", timeout=60_000)
+    settle(page)
+    page.wait_for_timeout(1000)  # charts finish drawing
+    shoot(page, out, "analysis-edge")
     page.locator(".st-key-target_provider button", has_text="Sitecore Personalize").click()
     settle(page)
 

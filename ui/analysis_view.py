@@ -781,7 +781,7 @@ def show_edge_analysis(record: RunRecord) -> None:
             p95.metric("p95", f"{overall['p95']:,.0f} ms")
             p99.metric("p99", f"{overall['p99']:,.0f} ms")
             worst.metric("max", f"{overall['max']:,.0f} ms")
-            st.altair_chart(charts.latency_chart(histogram), width="stretch")
+            st.altair_chart(charts.latency_chart(histogram, group="Event type"), width="stretch")
             number = st.column_config.NumberColumn(format="%.1f")
             st.dataframe(
                 summary.rename(columns={"variant": "event type"}),

@@ -90,10 +90,12 @@ def _checked(frame: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataF
     return frame.reset_index(drop=True)
 
 
-def _colour(variants: Sequence[str] | None, data: pd.DataFrame, field: str = "variant") -> alt.Color:
+def _colour(
+    variants: Sequence[str] | None, data: pd.DataFrame, field: str = "variant", title: str = "Variant"
+) -> alt.Color:
     labels = list(variants) if variants is not None else [str(v) for v in data[field].unique()]
     labels += [str(v) for v in data[field].unique() if str(v) not in labels]
-    return alt.Color(f"{field}:N", scale=variant_scale(labels), title="Variant")
+    return alt.Color(f"{field}:N", scale=variant_scale(labels), title=title)
 
 
 def _title(text: str, subtitle: str | None = None) -> alt.TitleParams:
@@ -312,8 +314,11 @@ def offers_chart(offers: pd.DataFrame, *, variants: Sequence[str] | None = None)
     return chart
 
 
-def latency_chart(histogram: pd.DataFrame, *, variants: Sequence[str] | None = None) -> alt.Chart:
-    """Latency histogram of successful calls, stacked by variant.
+def latency_chart(
+    histogram: pd.DataFrame, *, variants: Sequence[str] | None = None, group: str = "Variant"
+) -> alt.Chart:
+    """Latency histogram of successful calls, stacked by variant (``group`` names what the ``variant``
+    column holds: "Event type" for an AEP Edge run).
 
     Takes the pre-binned table from :func:`flowlab.analysis.stats.latency_histogram`.
     """
@@ -325,13 +330,13 @@ def latency_chart(histogram: pd.DataFrame, *, variants: Sequence[str] | None = N
             x=alt.X("bin_start:Q", bin="binned", title="Latency (ms)"),
             x2=alt.X2("bin_end"),
             y=alt.Y("count:Q", stack="zero", title="Calls"),
-            color=_colour(variants, data),
+            color=_colour(variants, data, title=group),
             tooltip=[
-                alt.Tooltip("variant:N", title="Variant"),
+                alt.Tooltip("variant:N", title=group),
                 alt.Tooltip("bin_start:Q", title="From (ms)", format=",.0f"),
                 alt.Tooltip("bin_end:Q", title="To (ms)", format=",.0f"),
                 alt.Tooltip("count:Q", title="Calls", format=","),
-                alt.Tooltip("share:Q", title="Share of the variant's calls", format=".1%"),
+                alt.Tooltip("share:Q", title=f"Share of the {group.lower()}'s calls", format=".1%"),
             ],
         )
         .properties(width="container", title=_title("Latency of successful calls"))

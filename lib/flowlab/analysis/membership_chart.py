@@ -6,6 +6,7 @@ the same palette, title style and row guard (Altair refuses more than 5,000 inli
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import altair as alt
@@ -40,8 +41,10 @@ def membership_chart(
         alt.Tooltip("audience:N", title="Audience id"),
     ]
     y = alt.Y("name:N", sort=order, title=None, axis=alt.Axis(labelLimit=260))
+    # Up to the highest interval end (rounded up to 10%), not always 100%: small audiences stay readable.
+    upper = min(1.0, math.ceil(float(data["rate_high"].max() if len(data) else 1.0) * 10 + 1e-9) / 10 or 0.1)
     x = alt.X("rate:Q", title="Share of identities in the audience", axis=alt.Axis(format="%"),
-              scale=alt.Scale(domain=[0, 1]))  # fmt: skip
+              scale=alt.Scale(domain=[0, upper]))  # fmt: skip
     encode: dict[str, Any] = {"y": y, "x": x, "tooltip": tooltip}
     rule_encode: dict[str, Any] = {
         "y": y,
