@@ -205,10 +205,15 @@ def _upload_controls() -> GuestSample | None:
     except SampleError as exc:
         st.error(plain(str(exc)), icon=":material/error:")
         return None
-    bad_rows = len({p.row for p in sample.problems})
+    return _checked_rows(sample)
+
+
+def _checked_rows(sample: GuestSample) -> GuestSample | None:
+    """Say which rows of an uploaded sample will be skipped (and why), or that all are valid."""
     if sample.problems:
         st.warning(
-            f"{bad_rows:,} row(s) have problems and will be skipped; {len(sample):,} valid row(s) can run.",
+            f"{len({p.row for p in sample.problems}):,} row(s) have problems and will be skipped; "
+            f"{len(sample):,} valid row(s) can run.",
             icon=":material/warning:",
         )
         st.dataframe(
@@ -304,18 +309,7 @@ def _edge_upload_controls() -> GuestSample | None:
             icon=":material/error:",
         )
         return None
-    if sample.problems:
-        st.warning(
-            f"{len({p.row for p in sample.problems}):,} row(s) have problems and will be skipped; "
-            f"{len(sample):,} valid row(s) can run.",
-            icon=":material/warning:",
-        )
-        st.dataframe(
-            _problems_table(sample), hide_index=True, width="stretch", key="batch_problems", height=220
-        )
-    else:
-        st.success(f"All {len(sample):,} rows are valid.", icon=":material/check_circle:")
-    return sample if len(sample) else None
+    return _checked_rows(sample)
 
 
 def edge_sample_picker(target: Target) -> GuestSample | None:
