@@ -222,7 +222,7 @@ def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
-    from flowlab.batch.runner import BatchOptions, resume_state, run_batch_to_file, store_path_for
+    from flowlab.batch.runner import BatchOptions
     from flowlab.batch.samples import read_guests
 
     if args.provider == "personalize" and not args.friendly_id:
@@ -259,21 +259,26 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
             timeout=args.timeout or settings.timeout,
             variant_path=args.variant_path,
         )
-        if args.resume:  # before any call: how many were in flight at the stop (#8)
-            state = resume_state(store_path_for(args.out))
-            if state is not None:
-                sys.stderr.write(state.describe() + "\n")
-        summary = run_batch_to_file(
-            sample, options, Path(args.out), resume=args.resume, progress=not args.quiet
-        )
+        summary = _run_to_file(args, sample, options)
     sys.stderr.write(summary.describe() + "\n")
     return 0 if summary.failed == 0 else EXIT_API
+
+
+def _run_to_file(args: argparse.Namespace, sample: Any, options: Any) -> Any:
+    """Run the batch into ``--out``; a resume first says how many guests were in flight at the stop (#8)."""
+    from flowlab.batch.runner import resume_state, run_batch_to_file, store_path_for
+
+    if args.resume:
+        state = resume_state(store_path_for(args.out))
+        if state is not None:
+            sys.stderr.write(state.describe() + "\n")
+    return run_batch_to_file(sample, options, Path(args.out), resume=args.resume, progress=not args.quiet)
 
 
 def _edge_batch(args: argparse.Namespace, settings: Settings, sample: Any) -> int:
     """``batch --provider edge``: the sample against AEP Edge interact (a sandbox's demo credentials unless
     ``--no-auth``; on a live org ``FLOWLAB_EDGE_*``)."""
-    from flowlab.batch.runner import BatchOptions, resume_state, run_batch_to_file, store_path_for
+    from flowlab.batch.runner import BatchOptions, store_path_for
 
     if sample.provider != "edge":  # refused before any sandbox starts or anything is called
         raise UsageError(
@@ -297,13 +302,7 @@ def _edge_batch(args: argparse.Namespace, settings: Settings, sample: Any) -> in
             retries=args.retries,
             timeout=args.timeout or settings.timeout,
         )
-        if args.resume:
-            state = resume_state(store_path_for(args.out))
-            if state is not None:
-                sys.stderr.write(state.describe() + "\n")
-        summary = run_batch_to_file(
-            sample, options, Path(args.out), resume=args.resume, progress=not args.quiet
-        )
+        summary = _run_to_file(args, sample, options)
         sys.stderr.write(summary.describe() + "\n")
         _print_membership(store_path_for(args.out), base_url, args.by)
     return 0 if summary.failed == 0 else EXIT_API
