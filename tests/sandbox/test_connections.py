@@ -425,3 +425,23 @@ def test_the_mock_systems_honour_the_latency_and_fault_knobs() -> None:
         )
         failed = admin.test_connection(MAXMIND_REF, {"ipAddress": "8.8.4.4"})
         assert failed["response"]["status"] == 503 and failed["error"] == "HTTP 503 from the connection"
+
+
+def test_a_stopped_sandbox_closes_its_connection_pool(upstream: Upstream) -> None:
+    """Connection calls keep a keep-alive pool on the server's loop; stopping the sandbox closes it, so no
+    'Unclosed client session' surfaces later (it failed an unrelated test's setup in CI once)."""
+    import gc
+
+    import aiohttp
+
+    def open_sessions() -> set[int]:
+        gc.collect()
+        return {id(o) for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed}
+
+    before = open_sessions()
+    with SandboxServer() as server:
+        with SandboxAdmin(base_url=server.url) as admin:
+            load(admin, "pool_flow", connection("Pooled", f"{upstream.url}/echo"))
+        assert call(server, "pool_flow").status_code == 200
+        assert open_sessions() - before  # the call went through a pooled session
+    assert not open_sessions() - before

@@ -164,6 +164,7 @@ class SandboxServer:
 
     def stop(self) -> None:
         if self._server is not None and self._thread is not None:
+            self.app.engine.connections.close_from_outside()  # on the server's loop, while it still runs
             self._server.should_exit = True
             self._thread.join(timeout=10)
         if self._sock is not None:

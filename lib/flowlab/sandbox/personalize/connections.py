@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
 import hashlib
 import json
@@ -567,6 +568,15 @@ class ConnectionCaller:
         for loop, client in list(self._clients.values()):
             if loop is asyncio.get_running_loop():
                 await client.aclose()
+        self._clients.clear()
+
+    def close_from_outside(self, timeout: float = 5.0) -> None:
+        """Close every pool on its own (running) loop, from another thread: the server calls this before it
+        stops, since a pool left open on a stopped loop is an unclosed aiohttp session when it is collected."""
+        for loop, client in list(self._clients.values()):
+            if loop.is_running() and not loop.is_closed():
+                with contextlib.suppress(Exception):  # a pool that cannot close cleanly still gets dropped
+                    asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout)
         self._clients.clear()
 
 
