@@ -22,6 +22,7 @@ __all__ = [
     "EXAMPLES",
     "show_flows",
     "show_guests",
+    "show_import",
     "show_load",
     "show_models",
     "show_offers",
@@ -321,6 +322,68 @@ def _load(admin: SandboxAdmin, kind: str, source: str) -> None:
         return
     st.session_state["sandbox_load_result"] = message
     st.rerun()  # the other tabs were drawn before the load: redraw them with it
+
+
+def show_import(admin: SandboxAdmin) -> None:
+    """Import a zip of a Sitecore export folder (``POST /sandbox/import``); every file's fate as a table (#11)."""
+    from flowlab.sandbox.limits import MAX_BODY_BYTES
+
+    st.caption(
+        "Zip the folder Sitecore's export wrote (experiences, decisioning, connections…; the folder-per-asset "
+        "layout or the older flat one) and upload it: flows, DMN decision models, offers, templates and "
+        f"connections are loaded. Up to {MAX_BODY_BYTES // 1024:,} KB zipped; a larger export loads with "
+        "`python -m flowlab sandbox --load DIR`."
+    )
+    upload = st.file_uploader("Export folder (zip)", type=["zip"], key="sandbox_import_file")
+    if st.button(
+        "Import export folder (zip)",
+        key="sandbox_import",
+        type="primary",
+        icon=":material/drive_folder_upload:",
+        disabled=upload is None,
+    ):
+        data = upload.getvalue() if upload is not None else b""
+        if len(data) > MAX_BODY_BYTES:
+            st.error(
+                plain(
+                    f"{upload.name if upload else 'The zip'} is {len(data) / 1024:,.0f} KB, over the sandbox's "
+                    f"{MAX_BODY_BYTES // 1024:,} KB limit for one upload. Load the folder when starting the "
+                    "sandbox instead: python -m flowlab sandbox --load DIR"
+                ),
+                icon=":material/error:",
+            )
+        else:
+            try:
+                report = admin.import_export(data)
+            except FlowLabError as exc:
+                _fail(exc)
+            else:
+                st.session_state["sandbox_import_report"] = report
+                st.rerun()  # the counts and the other tabs were drawn before the import
+    report = st.session_state.get("sandbox_import_report")
+    if report:
+        _import_report(report)
+
+
+def _import_report(report: dict[str, Any]) -> None:
+    counts = report.get("counts") or {}
+    files, loaded, skipped = st.columns(3)
+    files.metric("Files", counts.get("files", 0))
+    loaded.metric("Loaded", counts.get("loaded", 0))
+    skipped.metric("Skipped", counts.get("skipped", 0))
+    rows = [
+        {
+            "file": item.get("path"),
+            "kind": item.get("kind"),
+            "name": item.get("name"),
+            "loaded/skipped": item.get("status"),
+            "reason": item.get("reason"),
+        }
+        for item in report.get("items") or []
+    ]
+    st.dataframe(rows, hide_index=True, width="stretch", key="sandbox_import_table")
+    for limitation in report.get("limitations") or []:
+        st.caption(plain(f"Not supported: {limitation}"))
 
 
 def show_replay(admin: SandboxAdmin, problem: str = "") -> None:
