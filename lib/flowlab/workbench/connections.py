@@ -1,0 +1,400 @@
+"""The Connections page's logic: a connection's inputs, where its calls go, and its request to copy (#11).
+
+Architects "replicate the request in Postman first", so a connection's request is exported the way the
+sandbox builds it (``build_request``: ``${key}`` placeholders filled from the inputs, the custom headers),
+addressed either to the real system as written or to where the sandbox sends it (its mock, a route).
+Secrets never travel inline: the sandbox answers with them masked, and every secret place becomes a
+variable the reader fills in, ``$PASSWORD`` in a shell and ``{{password}}`` in Postman (BASIC auth:
+``username`` / ``password``; OAuth 2.0 client_credentials: ``client_id`` / ``client_secret``; a key header
+or an ``apikey=`` query value: a variable named after it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit
+
+from flowlab.personalize.export import postman_collection
+from flowlab.redaction import redact_url
+from flowlab.sandbox.personalize.connections import build_request, mask_headers, mask_url
+
+__all__ = [
+    "ConnectionInput",
+    "ExportRequest",
+    "auth_type",
+    "connection_inputs",
+    "connection_rows",
+    "export_request",
+    "input_values",
+    "output_rows",
+    "route_help",
+    "routing_text",
+    "to_curl",
+    "to_postman",
+]
+
+#: The host the sandbox's in-process mocks answer on; over HTTP they sit at ``<sandbox>/sandbox/mocks/…``.
+_MOCK_HOST: Final = "flowlab-sandbox"
+_VARIABLE = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
+_MASKED = re.compile(r"\*{3,}|^redacted$", re.IGNORECASE)
+_JSON_TYPES: Final = frozenset({"object", "array", "json", "boolean", "number", "integer", "double", "long"})
+_VIA = {
+    "mock": "the sandbox's built-in mock of this system (offline)",
+    "override": "a route set for this connection (--connection or PUT /sandbox/connections/{ref})",
+    "connections-to": "the base URL given to every connection (--connections-to)",
+    "loopback": "the URL as written (a loopback address)",
+    "refused": "nowhere: the sandbox does not call the internet unless told to",
+}
+
+
+@dataclass(frozen=True)
+class ConnectionInput:
+    """One value a connection's URL or body needs (``urlParameters`` / ``inputMappings``)."""
+
+    key: str
+    label: str
+    type: str
+    example: str
+    where: str  # "URL" or "body"
+
+
+def auth_type(connection: Mapping[str, Any]) -> str:
+    """``NONE``, ``BASIC`` or ``OAUTH2`` (Sitecore also writes ``oauth`` / ``OAUTH 2.0``)."""
+    auth = connection.get("auth")
+    kind = str((auth or {}).get("authType") or "NONE") if isinstance(auth, Mapping) else "NONE"
+    norm = re.sub(r"[\s_.]", "", kind.upper())
+    return "OAUTH2" if norm.startswith("OAUTH") or norm == "CLIENTCREDENTIALS" else norm
+
+
+def connection_inputs(connection: Mapping[str, Any]) -> list[ConnectionInput]:
+    """The inputs a test call takes, each with its ``exampleValue`` (as text, for a form field)."""
+    inputs: dict[str, ConnectionInput] = {}
+    for group, where in (("urlParameters", "URL"), ("inputMappings", "body")):
+        for item in connection.get(group) or []:
+            if not isinstance(item, Mapping) or not item.get("key"):
+                continue
+            key = str(item["key"])
+            example = item.get("exampleValue")
+            text = example if isinstance(example, str) else "" if example is None else json.dumps(example)
+            label = str(item.get("label") or key)
+            inputs.setdefault(
+                key, ConnectionInput(key, label, str(item.get("type") or "String"), text, where)
+            )
+    return list(inputs.values())
+
+
+def input_values(inputs: Sequence[ConnectionInput], texts: Mapping[str, str]) -> dict[str, Any]:
+    """Form text to input values: a string stays a string; an Object/Array/number input is read as JSON
+    when it parses (``[1, 2]``, ``42``) and sent as the text otherwise."""
+    values: dict[str, Any] = {}
+    for item in inputs:
+        text = texts.get(item.key, item.example)
+        if item.type.strip().lower() in _JSON_TYPES:
+            try:
+                values[item.key] = json.loads(text)
+                continue
+            except ValueError:
+                pass
+        values[item.key] = text
+    return values
+
+
+def routing_text(routing: Mapping[str, Any] | None) -> str:
+    """Where this connection's calls go now, in words."""
+    routing = routing or {}
+    via = str(routing.get("via") or "")
+    where = _VIA.get(via, via or "unknown")
+    if via == "refused":
+        return f"{where}. {routing.get('reason') or ''}".strip()
+    url = routing.get("url")
+    return f"{where}: {url}" if url and via != "mock" else where
+
+
+def connection_rows(connections: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The picker's table: name, system type, auth, where each connection is used, where its calls go."""
+    return [
+        {
+            "name": c.get("name"),
+            "system": str(c.get("systemType") or "").replace("_", " ").lower(),
+            "auth": auth_type(c),
+            "used by": "; ".join(str(u) for u in c.get("usedBy") or []) or "nothing yet",
+            "calls go to": str((c.get("routing") or {}).get("via") or ""),
+        }
+        for c in connections
+    ]
+
+
+def output_rows(connection: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each output mapping with the value the call produced (compact JSON), as a decision model sees it."""
+    rows = []
+    for item in connection.get("outputMappings") or []:
+        if not isinstance(item, Mapping):
+            continue
+        ref = str(item.get("outputReference") or "")
+        value = outputs.get(ref)
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        rows.append(
+            {
+                "output": item.get("label") or ref,
+                "reference": ref,
+                "type": item.get("type"),
+                "value": "—" if value is None else text[:500],
+            }
+        )
+    return rows
+
+
+def route_help(connection: Mapping[str, Any], sandbox_url: str) -> str:
+    """How to send this connection elsewhere: the CLI flags and the admin route (a Markdown list)."""
+    name, ref = str(connection.get("name") or ""), str(connection.get("ref") or "")
+    one = shlex.quote(f"{name}=http://127.0.0.1:9000")
+    base = redact_url(sandbox_url.rstrip("/"))
+    return (
+        f"- this one, at start: `python -m flowlab sandbox --connection {one}` (name or ref; path and query "
+        "are kept)\n"
+        "- every connection: `python -m flowlab sandbox --connections-to http://127.0.0.1:9000`\n"
+        f"- at run time: `curl -X PUT {base}/sandbox/connections/{ref} -H 'Content-Type: application/json' "
+        """-d '{"baseUrl": "http://127.0.0.1:9000"}'` (`{"baseUrl": null}` goes back to the default)"""
+    )
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """A connection's request with ``{{variable}}`` in every secret place, ready for curl or Postman."""
+
+    name: str
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: str | None
+    auth: str  # NONE, BASIC or OAUTH2
+    #: OAuth 2.0: the token URL, scope and where the credentials go (HEADER or BODY)
+    oauth: dict[str, str] = field(default_factory=dict)
+    #: variable -> what fills it (empty: a secret the reader supplies)
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+def _var_name(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "secret"
+
+
+def export_request(
+    connection: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    *,
+    routed: bool = False,
+    sandbox_url: str = "",
+) -> ExportRequest:
+    """The request the sandbox builds for these inputs, secrets as variables.
+
+    ``routed=False``: addressed to the system as the connection writes it (for a terminal or Postman next to
+    the real system); ``True``: to where the sandbox sends it now (its mock, served over HTTP at
+    ``sandbox_url``, or the route).
+    """
+    conn = dict(connection)
+    routing = conn.get("routing") or {}
+    if routed and routing.get("url"):
+        conn["request"] = {**(conn.get("request") or {}), "connectionUrl": str(routing["url"])}
+    method, url, raw_headers, body = build_request(conn, inputs)
+    if routed and sandbox_url and (urlsplit(url).hostname or "") == _MOCK_HOST:
+        parts = urlsplit(url)
+        url = sandbox_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+    variables: dict[str, str] = {}
+    url = _url_variables(url, variables)
+    masked = mask_headers(raw_headers)
+    headers = []
+    for name, value in raw_headers.items():
+        if masked[name] != value or _MASKED.search(value):
+            var = _var_name(name)
+            variables[var] = ""
+            headers.append((name, f"{{{{{var}}}}}"))
+        else:
+            headers.append((name, value))
+    body = _body_variables(body, variables) if body is not None else None
+    kind = auth_type(connection)
+    oauth: dict[str, str] = {}
+    auth = connection.get("auth") if isinstance(connection.get("auth"), Mapping) else {}
+    assert isinstance(auth, Mapping)
+    if kind == "BASIC":
+        username = str(auth.get("username") or "")
+        variables["username"] = "" if _MASKED.search(username) else username
+        variables["password"] = ""
+    elif kind == "OAUTH2":
+        client_id = str(auth.get("clientId") or "")
+        variables["client_id"] = "" if _MASKED.search(client_id) else client_id
+        variables["client_secret"] = ""
+        token_url = redact_url(str(auth.get("accessTokenUrl") or ""))
+        if not token_url or _MASKED.search(token_url):  # the sandbox masks a token URL that carries secrets
+            token_url = "{{access_token_url}}"
+            variables["access_token_url"] = ""
+        oauth = {
+            "accessTokenUrl": token_url,
+            "scope": str(auth.get("scope") or ""),
+            "credentialsIn": "BODY" if str(auth.get("credentialsIn") or "").upper() == "BODY" else "HEADER",
+        }
+    name = str(connection.get("name") or connection.get("ref") or "connection")
+    return ExportRequest(name, method, url, headers, body, kind, oauth, variables)
+
+
+def _url_variables(url: str, variables: dict[str, str]) -> str:
+    """Secret query values (``apikey=…``) and a ``user:pass@`` part become variables."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        variables["username"], variables["password"] = "", ""
+        url = url.replace(parts.netloc, "{{username}}:{{password}}@" + host, 1)
+        parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        secret = bool(value) and (
+            mask_url(f"http://h/?{key}=v") != f"http://h/?{key}=v" or _MASKED.search(value)
+        )
+        if secret:
+            var = _var_name(key)
+            variables[var] = ""
+            pairs.append(f"{key}={{{{{var}}}}}")
+        else:
+            pairs.append(f"{key}={value}")
+    return url.split("?", 1)[0] + "?" + "&".join(pairs)
+
+
+def _body_variables(body: str, variables: dict[str, str]) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                header_like = mask_headers({str(key): "x"})[str(key)] != "x"
+                if isinstance(item, str) and item and (header_like or _MASKED.search(item)):
+                    var = _var_name(str(key))
+                    variables[var] = ""
+                    out[key] = f"{{{{{var}}}}}"
+                else:
+                    out[key] = walk(item)
+            return out
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return json.dumps(walk(data), ensure_ascii=False)
+
+
+def _shell(text: str) -> str:
+    """One shell word: single-quoted, or double-quoted with ``${VAR}`` where ``{{var}}`` stands."""
+    if not _VARIABLE.search(text):
+        return shlex.quote(text)
+    out, last = [], 0
+    for match in _VARIABLE.finditer(text):
+        out.append(re.sub(r'(["\\$`])', r"\\\1", text[last : match.start()]))
+        out.append("${" + match.group(1).upper() + "}")
+        last = match.end()
+    out.append(re.sub(r'(["\\$`])', r"\\\1", text[last:]))
+    return '"' + "".join(out) + '"'
+
+
+def to_curl(request: ExportRequest) -> str:
+    """A ``curl`` command (POSIX shell); secrets come from shell variables, never inline."""
+    lines = [f"curl -sS -X {request.method} {_shell(request.url)}"]
+    if request.auth == "BASIC":
+        lines.append(_shell("{{username}}:{{password}}").join(["-u ", ""]))
+    elif request.auth == "OAUTH2":
+        lines.append('-H "Authorization: Bearer ${ACCESS_TOKEN}"')
+    lines += [f"-H {_shell(f'{name}: {value}')}" for name, value in request.headers]
+    if request.body is not None:
+        lines.append(f"--data-raw {_shell(request.body)}")
+    command = " \\\n  ".join(lines)
+    needed = {v.upper() for v in request.variables}
+    prelude = ""
+    if request.auth == "OAUTH2":
+        token = request.oauth
+        creds = (
+            [
+                '#   --data-urlencode client_id="${CLIENT_ID}" \\',
+                '#   --data-urlencode client_secret="${CLIENT_SECRET}" \\',
+            ]
+            if token.get("credentialsIn") == "BODY"
+            else ['#   -u "${CLIENT_ID}:${CLIENT_SECRET}" \\']
+        )
+        scope = token.get("scope")
+        prelude = "\n".join(
+            [
+                "# ACCESS_TOKEN is an OAuth 2.0 client_credentials token; get one with CLIENT_ID and "
+                "CLIENT_SECRET set, e.g.:",
+                f"# curl -sS -X POST {_shell(token.get('accessTokenUrl') or '')} \\",
+                *creds,
+                "#   --data-urlencode grant_type=client_credentials"
+                + (f" --data-urlencode scope={shlex.quote(scope)}" if scope else ""),
+            ]
+        )
+        prelude += "\n"
+        needed |= {"ACCESS_TOKEN"}
+    if needed:
+        prelude = f"# set first (never pasted inline): {' '.join(sorted(needed))}\n" + prelude
+    return prelude + command
+
+
+def to_postman(request: ExportRequest) -> dict[str, Any]:
+    """A Postman v2.1 collection of this one request; secrets are empty collection variables."""
+    parts = urlsplit(request.url)
+    query = [{"key": k, "value": v} for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    url: dict[str, Any] = {
+        "raw": request.url,
+        "protocol": parts.scheme,
+        "host": (parts.hostname or "").split("."),
+        "path": [p for p in parts.path.split("/") if p],
+    }
+    if parts.port:
+        url["port"] = str(parts.port)
+    if query:
+        url["query"] = query
+    item: dict[str, Any] = {
+        "name": request.name,
+        "request": {
+            "method": request.method,
+            "header": [{"key": k, "value": v} for k, v in request.headers],
+            "url": url,
+            "description": "Exported from Flow Lab's Connections page; fill in the empty variables.",
+        },
+        "response": [],
+    }
+    if request.body is not None:
+        item["request"]["body"] = {
+            "mode": "raw",
+            "raw": request.body,
+            "options": {"raw": {"language": "json"}},
+        }
+    if request.auth == "BASIC":
+        item["request"]["auth"] = {
+            "type": "basic",
+            "basic": [
+                {"key": "username", "value": "{{username}}", "type": "string"},
+                {"key": "password", "value": "{{password}}", "type": "string"},
+            ],
+        }
+    elif request.auth == "OAUTH2":
+        oauth = request.oauth
+        settings = {
+            "grant_type": "client_credentials",
+            "accessTokenUrl": oauth.get("accessTokenUrl", ""),
+            "clientId": "{{client_id}}",
+            "clientSecret": "{{client_secret}}",
+            "scope": oauth.get("scope", ""),
+            "client_authentication": "body" if oauth.get("credentialsIn") == "BODY" else "header",
+        }
+        item["request"]["auth"] = {
+            "type": "oauth2",
+            "oauth2": [{"key": k, "value": v, "type": "string"} for k, v in settings.items()],
+        }
+    base = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    return postman_collection(f"Flow Lab · {request.name}", base, [item], dict(request.variables))
