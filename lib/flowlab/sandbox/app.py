@@ -63,9 +63,12 @@ from flowlab.sandbox.personalize.importer import ImportReport, import_folder, im
 from flowlab.sandbox.personalize.replay import Replay
 from flowlab.sandbox.personalize.store import Tenant
 
-__all__ = ["SandboxApp", "create_app"]
+__all__ = ["SIMULATE_HEADER", "SandboxApp", "create_app"]
 
 _JSON = "application/json"
+#: Sandbox-only request header: ``1`` runs a callFlows flow in any status (simulate before you publish).
+SIMULATE_HEADER = "x-flowlab-simulate"
+_SIMULATE_KEY = SIMULATE_HEADER.encode()
 
 
 class SandboxApp(FastAPI):
@@ -165,24 +168,33 @@ def create_app(
         }
     }
 
+    simulate_param = {"name": "X-Flowlab-Simulate", "in": "header", "required": False,
+                      "schema": {"type": "string", "enum": ["0", "1"]},
+                      "description": "Sandbox only: 1 runs the flow in any status (DRAFT, PAUSED...), to "
+                                     "simulate it before publishing; the trace says simulated. Other "
+                                     "values are a 400"}  # fmt: skip
+
     @app.post("/v2/callFlows", tags=["Personalize API"], summary="Execute an experience or experiment",
               responses={**executed, **errors(400, 401, 404, *REAL_API_FAULTS)},
-              openapi_extra=json_body(CALL_FLOWS_BODY, example=example))  # fmt: skip
+              openapi_extra={**json_body(CALL_FLOWS_BODY, example=example),
+                             "parameters": [simulate_param]})  # fmt: skip
     async def call_flows(request: Request) -> Response:
         """Documented here; served by ``_CallFlowsFastPath`` (the same ``_call_flows`` function)."""
-        return _raw_response(*await _call_flows(engine, await request.body(), app.replay))
+        simulate = request.headers.get(SIMULATE_HEADER)
+        return _raw_response(*await _call_flows(engine, await request.body(), app.replay, simulate=simulate))
 
     message_param = {"name": "message", "in": "query", "required": True, "description": "The body as JSON",
                      "content": {_JSON: {"schema": CALL_FLOWS_BODY, "example": example}}}  # fmt: skip
 
     @app.get("/v2/callFlows", tags=["Personalize API"], summary="Legacy form: the body as ?message=<json>",
              responses={**executed, **errors(400, 401, 404, *REAL_API_FAULTS)},
-             openapi_extra={"parameters": [message_param]})  # fmt: skip
+             openapi_extra={"parameters": [message_param, simulate_param]})  # fmt: skip
     async def call_flows_get(request: Request) -> Response:
         body = parse_json(request.query_params.get("message", ""), "message (the request body as JSON)")
         if app.replay.active:
             return _raw_response(*await app.replay.answer(body))
-        return answer(await engine.execute_async(body))
+        simulate = _simulate(request.headers.get(SIMULATE_HEADER))
+        return answer(await engine.execute_async(body, simulate=simulate))
 
     @app.get("/v1.2/browser/create.json", tags=["Stream API"], status_code=201,
              responses=errors(401, *REAL_API_FAULTS))  # fmt: skip
@@ -588,17 +600,32 @@ def _raw_response(status: int, body: bytes, headers: _Headers) -> Response:
     return response
 
 
-async def _call_flows(engine: Engine, raw: bytes, replay: Replay) -> tuple[int, bytes, _Headers]:
+def _simulate(value: str | None) -> bool:
+    """The ``X-Flowlab-Simulate`` header: absent or 0 runs live flows only, 1 any status; else a 400."""
+    if value is None or value.strip() in ("", "0"):
+        return False
+    if value.strip() == "1":
+        return True
+    raise BadRequest(
+        f"X-Flowlab-Simulate must be 1 (run the flow in any status) or 0, not '{value[:40]}'",
+        "send X-Flowlab-Simulate: 1 to simulate a DRAFT or PAUSED flow, or leave the header out",
+    )
+
+
+async def _call_flows(
+    engine: Engine, raw: bytes, replay: Replay, *, simulate: str | None = None
+) -> tuple[int, bytes, _Headers]:
     """One callFlows request from raw body bytes to (status, body, headers); errors use the one shape.
 
     The request's guest code runs in a worker process (engine.py, workers.py): the loop only awaits it.
     While replaying, the recorded answer is served instead and the engine never runs (replay.py).
+    ``simulate`` (``X-Flowlab-Simulate: 1``, a sandbox-only header) runs a flow in any status.
     """
     try:
         body = parse_json(raw)  # size and depth limits before the engine runs
         if replay.active:
             return await replay.answer(body)
-        execution = await engine.execute_async(body)
+        execution = await engine.execute_async(body, simulate=_simulate(simulate))
     except SandboxError as exc:
         return exc.status, orjson.dumps(exc.body()), (_JSON_HEADER,)
     ref = (b"x-flowlab-execution", execution.ref.encode())
@@ -627,7 +654,8 @@ class _CallFlowsFastPath:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        status, body, extra = await _call_flows(self.engine, b"".join(chunks), self.replay)
+        simulate = next((v.decode("latin-1") for k, v in scope["headers"] if k == _SIMULATE_KEY), None)
+        status, body, extra = await _call_flows(self.engine, b"".join(chunks), self.replay, simulate=simulate)
         headers = [*extra, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

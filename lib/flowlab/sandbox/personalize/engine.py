@@ -257,13 +257,13 @@ class Engine:
         """The worker pool guest code runs in (the process's shared one unless given)."""
         return self._pool or shared_pool()
 
-    def execute(self, body: Any) -> Execution:
+    def execute(self, body: Any, *, simulate: bool = False) -> Execution:
         """Run one request; ``SandboxError`` for bad input, otherwise an ``Execution`` (even when 500).
 
         Blocks the calling thread while the guest code runs in a worker: use :meth:`execute_async` on an
-        event loop.
+        event loop. ``simulate`` (the ``X-Flowlab-Simulate: 1`` header) runs interactive flows in any status.
         """
-        plan = self._plan(body)
+        plan = self._plan(body, simulate=simulate)
         while True:
             if self.guest_code == "inline":
                 stage = run_stage(plan.job, plan.objects.__getitem__)
@@ -277,9 +277,9 @@ class Engine:
                 return self._finish(plan, stage)
             self._supply(plan, stage, call, self.connections.call_sync(call[0], call[1]))
 
-    async def execute_async(self, body: Any) -> Execution:
+    async def execute_async(self, body: Any, *, simulate: bool = False) -> Execution:
         """:meth:`execute` for an event loop: the loop only waits on the worker's socket."""
-        plan = self._plan(body)
+        plan = self._plan(body, simulate=simulate)
         while True:
             if self.guest_code == "inline":
                 stage = run_stage(plan.job, plan.objects.__getitem__)
@@ -346,7 +346,7 @@ class Engine:
             }
         )
 
-    def _plan(self, body: Any) -> _Plan:
+    def _plan(self, body: Any, *, simulate: bool = False) -> _Plan:
         """Validate, resolve the flows, find the guest and bucket, start the trace, and plan the stage."""
         started = time.perf_counter()
         req = validate(body, self.tenant)
@@ -362,9 +362,12 @@ class Engine:
             warnings.append(_unknown_fields_note(req["unknownFields"]))
 
         candidates = self.tenant.candidates(req["friendlyId"])
-        live = [f for f in candidates if f.live]
+        live = [f for f in candidates if f.live or (simulate and f.definition.get("type") == _INTERACTIVE)]
         if not live:
             raise _no_flow(req["friendlyId"], candidates)
+        if simulate:  # a dry run before publishing: DRAFT, PAUSED... flows run too, and the trace says so
+            states = ", ".join(f"{f.friendly_id} is {f.status}" for f in live)
+            warnings.append(f"simulated (X-Flowlab-Simulate: 1): {states}")
 
         kind, value = req["identity"]
         if len(self.tenant.guests) >= self.max_guests and not _known_guest(self.tenant, kind, value):
@@ -394,6 +397,8 @@ class Engine:
             "candidates": [],
             "warnings": warnings,
         }
+        if simulate:
+            trace["simulated"] = True
 
         plan = _Plan(started, req, trace, guest, live, request_ctx, pos_ctx, bucket)
         self._plan_stage(plan)
@@ -931,6 +936,9 @@ def _node_finder(results: list[dict[str, Any]]) -> Any:
 def _flow_summary(flow: CompiledFlow) -> dict[str, Any]:
     d = flow.definition
     return {k: d.get(k) for k in ("ref", "friendlyId", "name", "type", "subtype", "status")}
+
+
+_INTERACTIVE = "INTERACTIVE_API_FLOW"  # the only type callFlows runs, live or simulated
 
 
 def _no_flow(friendly_id: str, candidates: list[CompiledFlow]) -> SandboxError:
