@@ -17,7 +17,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from flowlab.personalize.export import postman_collection
 from flowlab.redaction import redact_url
@@ -252,16 +252,15 @@ def _url_variables(url: str, variables: dict[str, str]) -> str:
     if not parts.query:
         return url
     pairs = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        secret = bool(value) and (
-            mask_url(f"http://h/?{key}=v") != f"http://h/?{key}=v" or _MASKED.search(value)
-        )
-        if secret:
-            var = _var_name(key)
+    for piece in parts.query.split("&"):  # raw pieces: the encoding the sandbox chose stays as it is
+        key, eq, value = piece.partition("=")
+        probe = f"http://h/?{unquote(key)}=v"
+        if value and (mask_url(probe) != probe or _MASKED.search(unquote(value))):
+            var = _var_name(unquote(key))
             variables[var] = ""
             pairs.append(f"{key}={{{{{var}}}}}")
         else:
-            pairs.append(f"{key}={value}")
+            pairs.append(key + eq + value)
     return url.split("?", 1)[0] + "?" + "&".join(pairs)
 
 
