@@ -145,6 +145,35 @@ class SandboxAdmin:
         path = f"/sandbox/connections/{quote(ref_or_name, safe='')}/test"
         return dict(self._json("POST", path, json={"inputs": dict(inputs or {})}))
 
+    def add_guest(self, guest: Mapping[str, Any]) -> dict[str, Any]:
+        """Add a guest in Sitecore's guest-context shape (sessions, dataExtensions, orders…): ``{ref}`` (#11)."""
+        return dict(self._json("POST", "/sandbox/guests", json=dict(guest)))
+
+    def send_event(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Send a Stream API event (``POST /v1.2/events``, with its ``client_key``) as the Engage SDK does:
+        ``{ref, status, version, client_key}``; triggered flows it fires run in the background."""
+        return dict(self._json("POST", "/v1.2/events", json=dict(event), auth=False))
+
+    def close_session(
+        self, *, browser_id: str | None = None, email: str | None = None, guest_ref: str | None = None
+    ) -> dict[str, Any]:
+        """Close the guest's open session (one of the three identities) and fire SESSION_CLOSED flows:
+        ``{guestRef, session, openedNow, fired}``."""
+        given = {"browserId": browser_id, "email": email, "guestRef": guest_ref}
+        return dict(self._json("POST", "/sandbox/sessions/close", json={k: v for k, v in given.items() if v}))
+
+    def deliveries(
+        self, *, guest_ref: str = "", friendly_id: str = "", limit: int = 100, offset: int = 0
+    ) -> dict[str, Any]:
+        """What triggered flows sent: ``{total, items: [{ref, friendlyId, guestRef, trigger, connection, method,
+        url, requestBody, status, attempts, latencyMs, error, at, …}]}``, newest first, secrets masked."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if guest_ref:
+            params["guestRef"] = guest_ref
+        if friendly_id:
+            params["friendlyId"] = friendly_id
+        return dict(self._json("GET", "/sandbox/deliveries", params=params))
+
     def edge_audiences(self) -> list[dict[str, Any]]:
         """The Edge tenant's audiences: ``[{id, name, description, rule, evaluation, destinations}]``."""
         return list(self._json("GET", "/sandbox/edge/audiences"))

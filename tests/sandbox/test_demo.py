@@ -345,7 +345,7 @@ def test_guest_shape(tenant: DemoTenant) -> None:
         customer = guest["guestType"] == "customer"
         assert guest["guestType"] in {"customer", "visitor"}
         assert guest["language"] in {"DE", "EN", "FR"} and guest["country"] in {"DE", "GB", "FR", "US"}
-        assert 1 <= len(guest["browserIds"]) <= 2 and guest["sessions"] == []
+        assert 1 <= len(guest["browserIds"]) <= 2 and 1 <= len(guest["sessions"]) <= 2  # (#11)
         assert guest["firstSeen"] <= guest["lastSeen"] <= EPOCH_MS
         providers = [i["provider"] for i in guest["identifiers"]]
         if customer:

@@ -45,13 +45,16 @@ from flowlab.sandbox.openapi import (
     CONNECTION_ROUTE_BODY,
     CONNECTION_TEST_BODY,
     DECISION_MODEL_BODY,
+    EVENT_BODY,
     FLOW_BODY,
+    GUEST_BODY,
     IMPORT_BODY,
     KNOBS_BODY,
     OFFER_BODY,
     REAL_API_FAULTS,
     REPLAY_BODY,
     RESET_BODY,
+    SESSION_CLOSE_BODY,
     errors,
     json_body,
     truthful_openapi,
@@ -59,9 +62,11 @@ from flowlab.sandbox.openapi import (
 from flowlab.sandbox.personalize.connections import ConnectionCaller, Routes
 from flowlab.sandbox.personalize.dmn import mask_connection
 from flowlab.sandbox.personalize.engine import Engine, Execution, unit_hash
+from flowlab.sandbox.personalize.events import EventOutcome, add_guest, close_session, record_event
 from flowlab.sandbox.personalize.importer import ImportReport, import_folder, import_zip
 from flowlab.sandbox.personalize.replay import Replay
 from flowlab.sandbox.personalize.store import Tenant
+from flowlab.sandbox.personalize.triggers import Triggers
 
 __all__ = ["SIMULATE_HEADER", "SandboxApp", "create_app"]
 
@@ -80,6 +85,8 @@ class SandboxApp(FastAPI):
     access: AdminAccess
     edge: EdgeService
     replay: Replay
+    #: triggered flows: what fires them, their background queue, their deliveries (#11)
+    triggers: Triggers
     #: what each ``load`` folder of ``create_app`` became (sandbox --load), in order
     load_reports: list[ImportReport]
 
@@ -128,6 +135,7 @@ def create_app(
     engine.connections = ConnectionCaller(
         mocks=mocks, routes=Routes(connections_to=connections_to, overrides=connection_routes)
     )
+    app.triggers = triggers = Triggers(engine)
 
     @app.exception_handler(SandboxError)
     async def sandbox_error(request: Request, exc: SandboxError) -> JSONResponse:
@@ -215,6 +223,47 @@ def create_app(
         if ref is None:
             raise NotFound(f"unknown browser id '{browser_id}'")
         return {"status": "OK", "version": "1.2", "ref": browser_id, "customer": {"ref": ref}}
+
+    # ---- events and triggered flows (#11) -----------------------------------------------------------
+
+    def fire(outcome: EventOutcome) -> JSONResponse:
+        """Fire what the event set off (in the background) and answer the way the Stream API does."""
+        guest_ref = str(outcome.guest["ref"])
+        for session in outcome.closed:
+            triggers.fire("SESSION_CLOSED", guest_ref, session, causal_ref=str(session["ref"]))
+        triggers.fire(
+            str(outcome.event["type"]), guest_ref, outcome.event, causal_ref=str(outcome.event["ref"])
+        )
+        body = {
+            "ref": outcome.event["ref"],
+            "status": "OK",
+            "version": "1.2",
+            "client_key": app.tenant.client_key,
+        }
+        return JSONResponse(body, status_code=201)
+
+    event_example = {"type": "VIEW", "browser_id": "<from browser/create.json>", "client_key": app.tenant.client_key,
+                     "channel": "WEB", "pos": "lumen/de", "language": "EN", "currency": "EUR", "page": "home"}  # fmt: skip
+    created_why = "{ref, status: OK, version: 1.2, client_key}; triggered flows run in the background"
+    event_created: dict[int | str, dict[str, Any]] = {201: {"description": created_why}}
+
+    @app.post("/v1.2/events", tags=["Stream API"], status_code=201, summary="Send an event (Engage SDK)",
+              responses={**event_created, **errors(400, 401, 404, *REAL_API_FAULTS)},
+              openapi_extra=json_body(EVENT_BODY, example=event_example))  # fmt: skip
+    async def stream_event(request: Request) -> JSONResponse:
+        body = parse_json(await request.body(), "the event")
+        return fire(record_event(app.tenant, body, client_key=request.query_params.get("client_key")))
+
+    event_param = {"name": "message", "in": "query", "required": True, "description": "The event as JSON",
+                   "content": {_JSON: {"schema": EVENT_BODY, "example": event_example}}}  # fmt: skip
+
+    @app.get("/v1.2/event/create.json", tags=["Stream API"], status_code=201,
+             summary="Legacy form: the event as ?message=<json>",
+             responses={**event_created, **errors(400, 401, 404, *REAL_API_FAULTS)},
+             openapi_extra={"parameters": [event_param]})  # fmt: skip
+    async def stream_event_get(request: Request, client_key: str = "") -> JSONResponse:
+        body = parse_json(request.query_params.get("message", ""), "message (the event as JSON)")
+        return fire(record_event(app.tenant, body, client_key=client_key or None))
 
     # ---- the admin API ------------------------------------------------------------------------------
 
@@ -337,6 +386,46 @@ def create_app(
                                               email=email or None)  # fmt: skip
         return {"total": total, "items": items}
 
+    @app.post(
+        "/sandbox/guests",
+        tags=["Sandbox"],
+        status_code=201,
+        responses=errors(*ADMIN_WRITE_ERRORS, 409, 507),
+        dependencies=_WRITE,
+        openapi_extra=json_body(GUEST_BODY),
+    )
+    async def new_guest(request: Request) -> JSONResponse:
+        """Add a guest in Sitecore's guest-context shape (sessions, dataExtensions, orders…): ``{ref}`` (#11)."""
+        data = await _json_object(request)
+        return JSONResponse({"ref": add_guest(app.tenant, data)["ref"]}, status_code=201)
+
+    @app.post(
+        "/sandbox/sessions/close",
+        tags=["Sandbox"],
+        responses=errors(*ADMIN_WRITE_ERRORS, 404),
+        dependencies=_WRITE,
+        openapi_extra=json_body(SESSION_CLOSE_BODY),
+    )
+    async def close_guest_session(request: Request) -> dict[str, Any]:
+        """Close the guest's open session (none: one is opened and closed); SESSION_CLOSED flows fire (#11)."""
+        data = await _json_object(request)
+        guest, session, opened = close_session(app.tenant, data)
+        fired = triggers.fire("SESSION_CLOSED", str(guest["ref"]), session, causal_ref=str(session["ref"]))
+        summary = {k: session.get(k) for k in ("ref", "browserRef", "status", "sessionType", "channel",
+                                               "pointOfSale", "startedAt", "endedAt")}  # fmt: skip
+        return {"guestRef": guest["ref"], "session": {**summary, "events": len(session.get("events") or [])},
+                "openedNow": opened, "fired": fired}  # fmt: skip
+
+    @app.get("/sandbox/deliveries", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS, 400))
+    async def deliveries(
+        guestRef: str = "",
+        friendlyId: str = "",
+        limit: Annotated[int, Query(ge=1, le=2_000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """What triggered flows sent to their destinations, newest first, secrets masked (#11)."""
+        return triggers.list(guest_ref=guestRef, friendly_id=friendlyId, limit=limit, offset=offset)
+
     @app.get("/sandbox/guests/{guest_ref}", tags=["Sandbox"], responses=errors(*ADMIN_ERRORS, 404))
     async def guest(guest_ref: str) -> dict[str, Any]:
         found = app.tenant.guests.get(guest_ref)
@@ -398,6 +487,7 @@ def create_app(
         app.tenant.reset()
         app.edge.reset()
         mocks.reset()
+        triggers.reset()
         return {"status": "OK", "message": "back to the demo data"}
 
     @app.post(

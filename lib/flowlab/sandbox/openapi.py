@@ -28,13 +28,16 @@ __all__ = [
     "CONNECTION_ROUTE_BODY",
     "CONNECTION_TEST_BODY",
     "DECISION_MODEL_BODY",
+    "EVENT_BODY",
     "FLOW_BODY",
+    "GUEST_BODY",
     "IMPORT_BODY",
     "KNOBS_BODY",
     "OFFER_BODY",
     "REAL_API_FAULTS",
     "REPLAY_BODY",
     "RESET_BODY",
+    "SESSION_CLOSE_BODY",
     "ErrorBody",
     "errors",
     "json_body",
@@ -57,6 +60,7 @@ _WHY = {
     401: "Unknown client key, or (admin routes) a missing or wrong admin token",
     403: "A page of another origin, or an admin write on a sandbox bound off loopback without a token",
     404: "No such flow, guest, execution or browser; while replaying, no recorded answer for the guest",
+    409: "Another guest already holds an identity (or the ref) of the one posted",
     413: "The request body is over the 1 MiB limit",
     415: "Admin writes take Content-Type: application/json (POST /sandbox/import: application/zip)",
     421: "The Host header does not name this sandbox (DNS rebinding is refused)",
@@ -213,6 +217,60 @@ CONNECTION_TEST_BODY: dict[str, Any] = {
 }
 
 RESET_BODY: dict[str, Any] = {"type": "object", "description": "Nothing to say: send {}"}
+
+#: POST /v1.2/events: a Stream API event as the Engage SDK sends it (reference §6.2; events.py, #11)
+EVENT_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "browser_id"],
+    "description": "An event: VIEW, IDENTITY (with identifiers or email), FORCE_CLOSE or a custom type (which "
+    "fires the live triggered flows that list it); other fields and the flattened ext go to arbitraryData",
+    "properties": {
+        "type": {**_TEXT, "maxLength": 100},
+        "browser_id": {**_IDENTITY_TEXT, "description": "From GET /v1.2/browser/create.json"},
+        "client_key": {"type": "string", "description": "The tenant's client key (or ?client_key=)"},
+        "channel": _STRING_OR_NULL,
+        "pos": _STRING_OR_NULL,
+        "language": _STRING_OR_NULL,
+        "currency": _STRING_OR_NULL,
+        "page": _STRING_OR_NULL,
+        "ext": {"type": ["object", "null"], "description": "Custom fields, flattened into arbitraryData.ext"},
+        "email": {"anyOf": [_IDENTITY_TEXT, {"type": "null"}]},
+        "identifiers": {"anyOf": [{"type": "array", "items": _IDENTIFIERS}, {"type": "null"}]},
+    },
+}
+
+#: POST /sandbox/guests: a guest context (reference "sitecore-exports.md", Guests; events.py, #11)
+GUEST_BODY: dict[str, Any] = {
+    "type": "object",
+    "description": "Sitecore's guest context: {ref?, email?, firstName?, lastName?, identifiers: [{provider, id}], "
+    "dataExtensions: [{name, key, values}], sessions: [{ref?, browserRef?, status, sessionType, channel, "
+    "pointOfSale, startedAt, endedAt, events}], orders: []}; an identity another guest holds is a 409",
+    "properties": {
+        "email": {"anyOf": [_IDENTITY_TEXT, {"type": "null"}]},
+        "identifiers": {"type": "array", "items": _IDENTIFIERS},
+        "dataExtensions": {"type": "array", "items": {"type": "object"}},
+        "sessions": {"type": "array", "items": {"type": "object"}},
+        "orders": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+#: POST /sandbox/sessions/close (events.py, triggers.py, #11)
+SESSION_CLOSE_BODY: dict[str, Any] = {
+    "type": "object",
+    "description": "The guest, by exactly one of browserId, email or guestRef; its open session closes (none "
+    "open: one is opened and closed) and the live SESSION_CLOSED triggered flows fire",
+    "properties": {
+        "browserId": _IDENTITY_TEXT,
+        "email": _IDENTITY_TEXT,
+        "guestRef": _IDENTITY_TEXT,
+        "pointOfSale": {"type": "string"},
+    },
+    "oneOf": [
+        {"required": ["browserId"], "not": {"anyOf": [{"required": ["email"]}, {"required": ["guestRef"]}]}},
+        {"required": ["email"], "not": {"anyOf": [{"required": ["browserId"]}, {"required": ["guestRef"]}]}},
+        {"required": ["guestRef"], "not": {"anyOf": [{"required": ["browserId"]}, {"required": ["email"]}]}},
+    ],
+}
 
 REPLAY_BODY: dict[str, Any] = {
     "type": "object",

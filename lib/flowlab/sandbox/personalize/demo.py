@@ -876,6 +876,38 @@ def _orders(rng: random.Random, p: _Profile, start: int, end: int) -> list[Json]
     return orders
 
 
+def _sessions(p: _Profile, first_seen: int, last_seen: int) -> list[Json]:
+    """1-2 closed WEB sessions of page views (reference §6.3 shape), so scripts written for real tenants
+    find ``guest.sessions[i].sessionType/pointOfSale/events`` (#11). A random stream of its own per guest,
+    so the guests' other fields stay what they were."""
+    rng = random.Random(f"sessions:{p.ref}")
+    market, sessions = p.market, []
+    for n in range(rng.randint(1, 2)):
+        started = rng.randint(first_seen, max(first_seen, last_seen))
+        ref = _rng_uuid(rng)
+        browser = p.browser_ids[n % len(p.browser_ids)] if p.browser_ids else None
+        pages = ["home", *(f"/{market.country.lower()}/p/{rng.choice(_CATALOG).id}"
+                           for _ in range(rng.randint(0, 2)))]  # fmt: skip
+        events = [
+            {"ref": _rng_uuid(rng), "type": "VIEW", "status": "PROCESSED", "channel": "WEB",
+             "pointOfSale": market.pos, "browserRef": browser, "sessionRef": ref,
+             "createdAt": _iso(started + i * 45_000),
+             "arbitraryData": {"page": page, "language": market.language, "currency": market.currency,
+                               "_bx_version": "1.2"}}
+            for i, page in enumerate(pages)
+        ]  # fmt: skip
+        ended = started + len(pages) * 45_000
+        sessions.append(
+            {"ref": ref, "guestRef": p.ref, "browserRef": browser, "status": "CLOSED", "sessionType": "WEB",
+             "channel": "WEB", "pointOfSale": market.pos, "startedAt": _iso(started), "endedAt": _iso(ended),
+             "duration": ended - started, "events": events,
+             "dataExtensions": [{"name": "SessionStatistics", "key": "default",
+                                 "values": {"views": len(pages), "adds": 0, "searches": 0, "checkouts": 0,
+                                            "payments": 0, "confirms": 0, "selects": 0}}]}
+        )  # fmt: skip
+    return sorted(sessions, key=lambda s: str(s["startedAt"]))
+
+
 def _guest(rng: random.Random, p: _Profile) -> Json:
     """A guest context (reference §6.3 subset) with its history drawn from ``rng``."""
     days = rng.uniform(30, 900) if p.customer else rng.uniform(0.5, 120)
@@ -917,7 +949,7 @@ def _guest(rng: random.Random, p: _Profile) -> Json:
         "lastSeen": last_seen,
         "dataExtensions": [{"name": "ext", "key": "default", "values": values}],
         "orders": orders,
-        "sessions": [],
+        "sessions": _sessions(p, first_seen, last_seen),
         "sandbox": {"propensity": round(min(0.25, max(0.02, score)), 4)},
     }
 

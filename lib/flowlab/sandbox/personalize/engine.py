@@ -504,6 +504,65 @@ class Engine:
     def _memory_mb(self) -> int:
         return (self._pool or shared_pool()).memory_limit_mb
 
+    async def execute_triggered(
+        self,
+        flow: CompiledFlow,
+        guest: dict[str, Any],
+        entity: Mapping[str, Any],
+        *,
+        trigger: str,
+        causal_ref: str | None = None,
+    ) -> Execution:
+        """Run a triggered flow (TRIGGERED_V3) for a guest; ``entity`` is what fired it (#11, ``triggers.py``).
+
+        The callFlows stage as it is (conditions, decision models with their connections, the template, in
+        a worker), with ``entity`` given to scripts and the template; the trace and a TRACKING record in an
+        EMAIL session with ``causalEventRef`` are kept. The body is the rendered template; the caller sends it.
+        """
+        started = time.perf_counter()
+        guest_ref = str(guest["ref"])
+        pos = str(entity.get("pointOfSale") or "")
+        req: dict[str, Any] = {"clientKey": self.tenant.client_key, "friendlyId": flow.friendly_id,
+                               "channel": "EMAIL", "language": guest.get("language"), "currencyCode": None,
+                               "pointOfSale": pos, "identity": ("guestRef", guest_ref), "params": {},
+                               "unknownFields": [], "causalEventRef": causal_ref}  # fmt: skip
+        bucket = bucket_for(guest_ref)
+        trace: dict[str, Any] = {
+            "ref": new_ref(),
+            "occurredAt": int(time.time() * 1000),
+            "request": {"trigger": trigger, "causalEventRef": causal_ref, "friendlyId": flow.friendly_id},
+            "guest": {
+                "ref": guest_ref,
+                "created": False,
+                "identity": "guestRef",
+                "guestType": guest.get("guestType"),
+            },
+            "bucket": bucket,
+            "candidates": [],
+            "warnings": [],
+            "trigger": trigger,
+        }
+        request_ctx: dict[str, Any] = {"params": {}, "channel": "EMAIL", "pointOfSale": pos,
+                                       "language": guest.get("language"), "currencyCode": None,
+                                       "friendlyId": flow.friendly_id}  # fmt: skip
+        plan = _Plan(
+            started, req, trace, guest, [flow], request_ctx, self.tenant.points_of_sale.get(pos, {}), bucket
+        )
+        self._plan_stage(plan)
+        plan.job["entity"] = orjson.loads(orjson.dumps(entity, default=str))
+        while True:
+            if self.guest_code == "inline":
+                stage = run_stage(plan.job, plan.objects.__getitem__)
+            else:
+                try:
+                    stage = await self.pool.run(_STAGE, plan.job, keys=list(plan.blobs), provide=plan.provide)
+                except FlowLabError as exc:
+                    stage = self._stage_failed(plan, exc)
+            call = self._connection_call(plan, stage)
+            if call is None:
+                return self._finish(plan, stage)
+            self._supply(plan, stage, call, await self.connections.call(call[0], call[1]))
+
     def _finish(self, plan: _Plan, stage: dict[str, Any]) -> Execution:
         """Turn the stage's outcome into the trace, the TRACKING record and the answer."""
         trace = plan.trace
@@ -640,6 +699,8 @@ class Engine:
             "bucket": trace["bucket"],
             "status": "ERROR" if error else "SUCCESS",
         }
+        if req.get("causalEventRef"):  # a triggered execution: what fired it (reference §6.4, #11)
+            execution["causalEventRef"] = req["causalEventRef"]
         if error:
             execution.update(error=error, errorCategory="ERROR")
         else:
@@ -743,7 +804,12 @@ def run_stage(job: Mapping[str, Any], resolve: Callable[[str], Any]) -> dict[str
             raise _Refused({"piece": index, "sub": sub, "error": error, "kind": "quarantined"})
         step(index * _SUB + sub, limit_s)
 
-    values = {"guest": job["guest"], "request": job["request"], "entity": None, "pos": job["pos"]}
+    values = {
+        "guest": job["guest"],
+        "request": job["request"],
+        "entity": job.get("entity"),
+        "pos": job["pos"],
+    }
     started = time.perf_counter()
     try:
         for position, conditions, models, template in job["candidates"]:
@@ -804,7 +870,8 @@ def _run_variant(
         model: DecisionModel = resolve(key)
         supplied = job.get("connections", {}).get(str(index), {})
         outcome = model.evaluate(guest=job["guest"], request=job["request"], pos=job["pos"],
-                                 bucket=job["bucket"], before_script=before, connections=supplied)  # fmt: skip
+                                 bucket=job["bucket"], before_script=before, connections=supplied,
+                                 entity=job.get("entity"))  # fmt: skip
         if outcome.pending is not None:  # the engine calls it on its event loop, then runs this again
             out["pending"] = {"piece": index, **outcome.pending}
             return
@@ -834,6 +901,7 @@ def _run_variant(
             "decisionModelResults": results[0] if results else {"decisionModelResultNodes": []},
             "filter": filter_value,
             "pos": job["pos"],
+            "entity": job.get("entity"),  # what fired a triggered flow (#11); None for callFlows
         }
         try:
             text = template.render(data, {"getDecisionModelResultNode": _node_finder(results)})

@@ -8,8 +8,8 @@ or unknown places, from its fields. Every file ends up in the :class:`ImportRepo
 **skipped** with a reason; a bad file never stops the others.
 
 * Flows: ``transpiledVariants`` (template variables filled in) win over ``variants``. INTERACTIVE_API_FLOW
-  runs; INTERACTIVE_WEB_FLOW and TRIGGERED_V3 are loaded and listed (web flows render in the visitor's
-  browser; running triggered flows arrives in a later release). Two files with one flow (same ref or
+  runs; TRIGGERED_V3 runs when its trigger fires (``triggers.py``: events, closed sessions);
+  INTERACTIVE_WEB_FLOW is loaded and listed (web flows render in the visitor's browser). Two files with one flow (same ref or
   friendlyId, e.g. ``experiences/`` and ``experiments/``): the higher ``revision`` loads, the other is
   skipped naming it.
 * Decision models: an export's DMN carries no ref, while a flow's ``decisionModelTask`` names definition
@@ -476,14 +476,9 @@ class _Import:
             kind = str(flow.data.get("type"))
             reason = {
                 "INTERACTIVE_WEB_FLOW": "web flow: listed with its variants (it renders in the visitor's browser)",
-                "TRIGGERED_V3": "triggered flow: listed; running triggered flows arrives in a later release",
+                "TRIGGERED_V3": "triggered flow: runs when its trigger fires (an event, a closed session)",
             }.get(kind, "")
             self._store(flow.path, "flow", flow.data, tenant.add_flow, name=friendly, note=reason)
-        if any(str(f.data.get("type")) == "TRIGGERED_V3" for f in flows):
-            report.limitations.append(
-                "triggered flows (TRIGGERED_V3) are loaded and listed but not run yet: events and destinations "
-                "arrive in a later release"
-            )
         report.items.sort(key=lambda i: i.path)
 
     def _latest_flows(self) -> list[_Flow]:

@@ -455,6 +455,16 @@ class Tenant:
             self.by_identifier[(str(ident.get("provider")), str(ident.get("id")))] = ref
         return guest
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The tenant's lock, for changes that span several of its indexes (``events.py``)."""
+        return self._lock
+
+    def index_guest(self, guest: dict[str, Any]) -> dict[str, Any]:
+        """Add or re-index a guest (its browserIds, email, identifiers then find it): ``events.py``, #11."""
+        with self._lock:
+            return self._index_guest(guest)
+
     def find_or_create_guest(self, kind: str, value: Any) -> tuple[dict[str, Any], bool]:
         """The guest behind an identity; unknown identities become new visitor guests (reference §2.3)."""
         if kind == "browserId":
