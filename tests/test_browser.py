@@ -165,3 +165,37 @@ def test_html_in_offer_attributes_is_shown_as_text_and_never_runs(app: App, page
     expect(card).to_contain_text("image not shown")
     page.wait_for_timeout(1000)  # give any onerror/onload a chance to fire
     assert dialogs == []
+
+
+def test_connections_page_sends_the_demo_maxmind_connection(app: App, page: Page) -> None:
+    """Import the demo export's connections, open Connections, pick MaxMind, press Send: a city (#11)."""
+    import io
+    import zipfile
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parent / "fixtures" / "sitecore-demo"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(demo.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(demo.parent).as_posix())
+    page.goto(app.url)
+    expect(page.locator(".st-key-persona")).to_be_visible(timeout=30_000)  # the app's sandbox is up
+    headers = {"Content-Type": "application/zip"}
+    answer = httpx.post(
+        f"{app.sandbox_url}/sandbox/import", content=buffer.getvalue(), headers=headers, timeout=10
+    )
+    answer.raise_for_status()
+    page.locator("[data-testid='stSidebarNav'] a", has_text="Connections").first.click()
+    settle(page)
+    choose(page, "connections_pick", "Get City from MaxMind")
+    expect(page.get_by_role("textbox", name="IP Address (ipAddress)")).to_have_value(
+        "174.0.167.183"
+    )  # example value
+    page.locator(".st-key-connections_send button").click()
+    expect(page.get_by_text("Went to")).to_be_visible()  # the answer is drawn
+    settle(page)
+    page.get_by_role("tab", name="Mapped outputs").click()
+    outputs = page.get_by_role("tabpanel", name="Mapped outputs")
+    expect(outputs.get_by_text("Berlin").first).to_be_visible()
+    expect(page.get_by_text("geolite.info/geoip/v2.1/city/174.0.167.183").first).to_be_visible()  # the curl

@@ -134,8 +134,7 @@ def _exchange(connection: dict[str, Any], result: dict[str, Any]) -> None:
         else:
             st.caption("No mapped outputs (the connection maps none, or the call failed).")
         if result.get("outputs"):
-            with st.expander("Outputs (JSON)"):
-                st.json(result["outputs"], expanded=True)
+            st.json(result["outputs"], expanded=3)
 
 
 def _headers(headers: dict[str, Any], key: str) -> None:
