@@ -7,7 +7,11 @@ destination is a real HTTP server on 127.0.0.1 the connection is routed to.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -25,6 +29,7 @@ from flowlab.sandbox import SandboxServer
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "tests" / "fixtures" / "sitecore-demo"
 TRIGGERED = ROOT / "tests" / "fixtures" / "sitecore-demo-triggered"
+ENGAGE = ROOT / "tests" / "engage"
 ABANDONMENT_CONNECTION = "e7605e1f-d503-40e6-b1b0-5cae0ebe8e3d"
 SUBSCRIBE_CONNECTION = "f2463c31-9e4c-47da-8725-4e3181acbbb5"
 
@@ -419,3 +424,60 @@ def test_closing_a_session_of_nobody_says_so(
 ) -> None:
     reply = httpx.post(f"{server.url}/sandbox/sessions/close", json=body)
     assert reply.status_code == status and text in reply.json()["message"], reply.text
+
+
+# ---- Sitecore's own Engage SDK, end to end ------------------------------------------------------------
+
+
+def _engage_sdk() -> Path:
+    """``@sitecore/engage`` installed from ``tests/engage/package-lock.json`` into a cache (skips saying why)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip(
+            "node and npm are not installed (Debian: apt-get install nodejs npm): the Engage SDK runs on node"
+        )
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    if int(version.lstrip("v").split(".")[0] or 0) < 18:
+        pytest.skip(f"node {version} has no fetch; the Engage SDK needs node 18 or newer")
+    lock = (ENGAGE / "package-lock.json").read_bytes()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flowlab"
+    modules = cache / f"engage-{hashlib.sha256(lock).hexdigest()[:12]}"
+    if not (modules / "node_modules" / "@sitecore" / "engage" / "package.json").exists():
+        modules.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(ENGAGE / name, modules / name)
+        try:
+            run = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=modules,
+                                 capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            pytest.skip("npm ci of @sitecore/engage took over 3 minutes (is the npm registry reachable?)")
+        if run.returncode != 0:
+            pytest.skip(
+                f"npm could not install @sitecore/engage (needs the npm registry): {run.stderr[-300:]}"
+            )
+    return modules / "node_modules"
+
+
+def test_the_engage_sdk_in_server_mode_works_end_to_end(server: SandboxServer, admin: SandboxAdmin) -> None:
+    """Cookie (browser create), VIEW, IDENTITY, a custom event that fires a flow, and personalize (callFlows)."""
+    modules = _engage_sdk()
+    email = _email()
+    run = subprocess.run(
+        ["node", str(ENGAGE / "engage_e2e.cjs"), server.url, server.client_key, email],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "NODE_PATH": str(modules)}, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    name, _, browser = out["cookie"].partition("=")
+    assert name == f"bid_{server.client_key}" and browser
+    for call in ("view", "identity", "custom"):
+        assert out[call]["status"] == "OK" and out[call]["version"] == "1.2", out
+    assert out["personalize"]["message"] == "Welcome back, Eng!"
+    guest = admin.guests(browserId=browser)["items"][0]
+    assert guest["email"] == email and guest["firstName"] == "Eng" and guest["guestType"] == "customer"
+    events = [e for s in guest["sessions"] if s["status"] == "OPEN" for e in s["events"]]
+    assert [e["type"] for e in events] == ["VIEW", "IDENTITY", "SUBSCRIBE_TO_UPDATES_IDENTITY"]
+    assert events[0]["arbitraryData"]["ext"] == {"campaign_id": "spring"}  # the SDK's ext, flattened
+    (delivery,) = _settled(admin, guest["ref"])
+    assert delivery["friendlyId"] == "subscribe_to_update_emails_1" and delivery["status"] == "DELIVERED"
+    assert json.loads(delivery["requestBody"])["Name"] == "Eng Age"
