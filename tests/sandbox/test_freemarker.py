@@ -175,7 +175,10 @@ def test_comments_are_removed_inline_and_multiline() -> None:
         (3.0, "3"),
         (19.99, "19.99"),
         (0.5, "0.5"),
-        (1643754568245, "1643754568245"),
+        (1643754568245, "1,643,754,568,245"),  # FreeMarker's default number format groups
+        (1234.5678, "1,234.568"),
+        (-0.0004, "0"),
+        (float("inf"), "∞"),
         (True, "true"),
         (False, "false"),
         ("text", "text"),
@@ -491,7 +494,7 @@ def test_builtins(src: str, expected: str) -> None:
         ('${"x1"?number}', "can't convert"),
         ("${s?foo}", "unknown built-in ?foo"),
         ("${s?upper_cas}", "did you mean ?upper_case?"),
-        ("${s?replace('a')}", "?replace takes 2 argument(s), got 1"),
+        ("${s?replace('a')}", "?replace takes 2 to 3 argument(s), got 1"),
         ("${s?split('')}", "non-empty separator"),
         ('${n?string("0.0.0")}', "unsupported number format"),
         ('${n?string("yyyy-QQ")}', "unsupported date format letter 'Q'"),
@@ -807,3 +810,156 @@ def test_render_time_limit_stops_a_long_render() -> None:
         Template.compile(source).render({}, time_limit_s=0.001)
     assert caught.value.kind == "timeout"
     assert Template.compile(source).render({}, time_limit_s=None)  # the same template, unlimited, renders
+
+
+# ------------------------------------------------- constructs seen in real Sitecore templates (#11)
+# The list is the reference's "FreeMarker in real templates" (sitecore-exports.md); one test each.
+
+MAY_1 = 1714555800000  # 2024-05-01T09:30:00Z
+
+
+def test_now_is_an_epoch_millisecond_number_and_iso_local_prints_it_in_utc() -> None:
+    before = int(__import__("time").time() * 1000)
+    now = int(r("${.now?c}"))
+    assert before <= now <= before + 5_000
+    assert (
+        r("${d?iso_local} ${d?iso_utc_ms}", {"d": MAY_1}) == "2024-05-01T09:30:00Z 2024-05-01T09:30:00.000Z"
+    )
+
+
+@pytest.mark.parametrize(
+    ("src", "expected"),
+    [
+        ('${d?string("yyyy-MM-dd HH:mm:ss")}', "2024-05-01 09:30:00"),
+        ('${d?string("dd/MM/yy hh:mm a")}', "01/05/24 09:30 AM"),
+        ('${"2024-05-01T09:30"?datetime("yyyy-MM-dd\'T\'HH:mm")?c}', str(MAY_1)),
+        ('${"2024-05-01 09:30:00"?datetime("yyyy-MM-dd HH:mm:ss")?string("d MMMM yyyy")}', "1 May 2024"),
+        ('${"01 May 2024 9:30 am"?datetime("dd MMM yyyy h:mm a")?c}', str(MAY_1)),
+        ('${"2024-05-01T11:30:00+02:00"?datetime("yyyy-MM-dd\'T\'HH:mm:ssXXX")?c}', str(MAY_1)),
+        ('${"2024-05-01"?date("yyyy-MM-dd")?iso_utc}', "2024-05-01T00:00:00Z"),
+        ('${"09:30:15"?time("HH:mm:ss")?string("HH:mm")}', "09:30"),
+        ('${"2024-05-01T09:30:00Z"?datetime?c} ${"2024-05-01T09:30:00.000Z"?datetime("iso")?c}',
+         f"{MAY_1} {MAY_1}"),
+        ('${"2024-05-01"?date?iso_utc} ${"09:30"?time?string("HH:mm")}', "2024-05-01T00:00:00Z 09:30"),
+        ("${d?datetime?c} ${d?date?c} ${d?time?c}", f"{MAY_1} {MAY_1} {MAY_1}"),  # numbers are dates already
+        ('<#if .now gt "2024-01-01"?date("yyyy-MM-dd")>after</#if>', "after"),
+    ],
+)  # fmt: skip
+def test_dates_format_and_parse_with_simple_date_format_patterns(src: str, expected: str) -> None:
+    assert r(src, {"d": MAY_1}) == expected
+
+
+@pytest.mark.parametrize(
+    ("src", "message"),
+    [
+        ('${"2024-13-01"?date("yyyy-MM-dd")}', 'can\'t parse "2024-13-01" as a date'),
+        ('${"May 1st"?datetime("yyyy-MM-dd")}', "does not match the pattern"),
+        ('${"yesterday"?datetime}', 'give its pattern, e.g. ?datetime("yyyy-MM-dd HH:mm:ss")'),
+        ('${"2024"?date("yyyy QQ")}', "unsupported date format letter 'Q'"),
+        ("${h?date}", "expected a string but got a hash"),
+    ],
+)
+def test_date_parsing_errors_say_what_to_fix(src: str, message: str) -> None:
+    assert message in str(err(src, {"h": {}}))
+
+
+def test_type_checks_has_content_size_keys_values_and_index() -> None:
+    data = {"h": {"a": 1, "b": "x"}, "xs": ["p", "q"], "e": {}, "s": ""}
+    assert r("${h?is_hash?c} ${xs?is_hash?c} ${e?has_content?c} ${s?has_content?c} ${nope?has_content?c}",
+             data) == "true false false false false"  # fmt: skip
+    assert r("${h?size} ${xs?size} ${h?keys?join('+')} ${h?values?join('+')}", data) == "2 2 a+b 1+x"
+    assert r("<#list xs as x>${x?index}:${x}<#sep>,</#list>", data) == "0:p,1:q"
+
+
+@pytest.mark.parametrize(
+    ("src", "expected"),
+    [
+        ('${"a.b.c"?replace(".", "-")}', "a-b-c"),
+        ('${"a.b.c"?replace(".", "-", "f")}', "a-b.c"),
+        ('${"a1b22c"?replace("[0-9]+", "#", "r")}', "a#b#c"),
+        ('${"a1b22c"?replace("[0-9]", "", "rf")}', "ab22c"),
+        ('${"Hello hello"?replace("HELLO", "bye", "i")}', "bye bye"),
+        ('${"Aa1"?replace("a", "x", "ri")}', "xx1"),
+        ('${"2024-05-01"?replace("(\\\\d+)-(\\\\d+)-(\\\\d+)", "$3/$2/$1", "r")}', "01/05/2024"),
+        ('${"k=v"?replace("(?<key>\\\\w)=(?<val>\\\\w)", r"${val}=${key}", "r")}', "v=k"),
+        ('${"price"?replace("price", "\\\\$5", "r")}', "$5"),
+        ('${"a\\nb"?replace("^b", "B", "rm")} ${"a\\nb"?replace("a.b", "-", "rs")}', "a\nB -"),
+        ('${1234?replace(",", "")}', "1234"),  # a number converts with its grouping first
+    ],
+)
+def test_replace_plain_and_with_flags(src: str, expected: str) -> None:
+    assert r(src) == expected
+
+
+@pytest.mark.parametrize(
+    ("src", "message"),
+    [
+        ('${"a"?replace("a", "b", "q")}', "unknown ?replace flag(s) 'q'; use r (regular expression)"),
+        ('${"a"?replace("(", "b", "r")}', "invalid regular expression '(':"),
+        ('${"a"?replace("a", "$2", "r")}', "refers to group 2, which the expression does not have"),
+        ('${"a"?replace("a", "5$", "r")}', "a lone '$'"),
+        ('${"a"?replace("a", "5\\\\", "r")}', "ends with a lone backslash"),
+        ('${"a"?replace("a", r"${nope}", "r")}', "refers to group nope"),
+    ],
+)
+def test_replace_errors_say_what_to_fix(src: str, message: str) -> None:
+    assert message in str(err(src))
+
+
+def test_regex_replace_output_is_capped_on_both_paths() -> None:
+    big = "x" * 600_000
+    assert "string too large" in str(err('${s?replace(".", "yy", "r")?length}', {"s": big}))  # one re.sub
+    long = "y" * 20  # a bound over 8 MB: matches are replaced one by one, checking size and time
+    assert "string too large" in str(err('${s?replace("x", "' + long + '", "i")?length}', {"s": big}))
+    assert "string too large" in str(err('${s?replace("(x)", "$1$1$1$1$1$1$1$1$1$1$1$1$1$1", "r")?length}',
+                                         {"s": big}))  # fmt: skip
+    assert r('${s?replace("x", "", "r")?length}', {"s": big}) == "0"
+
+
+@pytest.mark.parametrize(
+    ("src", "expected"),
+    [
+        ("${n?long} ${s?long} ${s?number + 1} ${f?round} ${f?floor}", "12 12 13.7 13 12"),
+        ("${big} ${big?c} ${big?long?replace(',', '')} ${money}", "1,234,567 1234567 1234567 1,234.568"),
+        ('${money?string("#,##0.00")} ${"n=" + big} ${[big, 5]?join(";")}', "1,234.57 n=1,234,567 1,234,567;5"),
+        ("${toJSON(big)} ${big?string} ${(big > 1000)?c}", "1234567 1,234,567 true"),
+    ],
+)  # fmt: skip
+def test_numbers_convert_round_and_print_grouped_like_freemarker(src: str, expected: str) -> None:
+    data = {"n": 12.7, "s": "12.7", "f": 12.7, "big": 1234567, "money": 1234.5678}
+    assert r(src, data, functions={"toJSON": json.dumps}) == expected
+
+
+def test_list_hash_as_key_value_with_sep_and_comments() -> None:
+    src = '<#-- pairs -->{<#list h as k, v>"${k}": "${v}"<#sep>, </#sep></#list>}<#--\nmulti\n-->'
+    assert r(src, {"h": {"a": 1, "b": "two"}}) == '{"a": "1", "b": "two"}'
+
+
+def test_exists_defaults_and_logic_operators() -> None:
+    data = {"a": True, "b": 3, "s": "x"}
+    assert r('${(nope??)?c} ${(s??)?c} ${nope!""}|${nope!}|${nope!"d"}|${(nope.deep)!"chain"}', data) == (
+        "false true ||d|chain"
+    )
+    assert r("<#if a && b gt 2>and</#if><#if !a || b gte 3>or</#if><#if b lt 4 && b != 2>lt</#if>", data) == (
+        "andorlt"
+    )
+
+
+def test_single_quoted_strings_and_bracket_keys() -> None:
+    data = {"x": {"en-US": "Hi"}, "i": {"attributes": {"fr": "Salut", "en": "Hello"}}, "language": "fr"}
+    assert r("${'single'} ${'it\\'s'} ${x[\"en-US\"]} ${x['en-US']}", data) == "single it's Hi Hi"
+    assert r("${i.attributes['${language}']} ${i.attributes[language]}", data) == "Salut Salut"
+
+
+def test_loose_whitespace_in_tags_and_interpolations() -> None:
+    src = "<#if(offers) ??>${ toJSON(offers) }</#if ><#if offers?has_content >!</#if\n>"
+    assert r(src, {"offers": [1]}, functions={"toJSON": json.dumps}) == "[1]!"
+    assert r(src, {}, functions={"toJSON": json.dumps}) == ""
+
+
+def test_javascript_arrays_reach_templates_as_index_keyed_maps() -> None:
+    """A programmable's array output arrives as {"0": ..., "1": ...}: read by key, iterate ?values."""
+    data = {"validmessages": {"0": "Welcome", "1": "Bienvenue"}}
+    src = "${validmessages['0']}|<#list validmessages?values as m>${m}<#sep>,</#list>|${validmessages?size}"
+    assert r(src, data) == "Welcome|Welcome,Bienvenue|2"
+    assert r("<#list validmessages as k, v>${k}=${v} </#list>", data) == "0=Welcome 1=Bienvenue "

@@ -18,16 +18,22 @@ source character, and 256 entries of request data once held +481 MB.
 Deliberate deviations from FreeMarker 2.3 (lenient where strictness buys nothing in a sandbox):
 
 * ``${bool}`` prints ``true``/``false`` (FreeMarker needs ``?c`` or ``?string``); ``"x" + bool`` too.
-* Numbers print in a computer format: ``42``, ``3.0`` -> ``3``, ``19.99``, no grouping; floats are
-  Python floats, not BigDecimal (``0.1 + 0.2`` prints ``0.30000000000000004``).
+* Numbers print in FreeMarker's default en_US format, ``#,##0.###`` (``1234567.891`` -> ``1,234,567.891``,
+  ``3.14159`` -> ``3.142``), as real templates expect (hence their ``?c`` idiom, which prints ``1234567``);
+  floats are Python floats, not BigDecimal (``(0.1 + 0.2)?c`` prints ``0.30000000000000004``).
 * ``${x?interpret}`` prints the rendered text (FreeMarker wants ``<@x?interpret/>``); ``<@...>`` is text.
 * ``?c`` on a string returns it unchanged; listing ``""`` (e.g. ``x!``) is an empty loop.
 * Dates are numbers (epoch milliseconds, as Sitecore keeps them): ``?string("yyyy-MM-dd")`` on a number
-  formats it in UTC (SimpleDateFormat basics); ``?number_to_datetime`` passes the number through.
+  formats it in UTC (SimpleDateFormat basics); ``?datetime("yyyy-MM-dd'T'HH:mm")``, ``?date(...)``,
+  ``?time(...)`` parse a string with such a pattern (``"iso"`` or no argument: ISO 8601) into one, and on a
+  number pass it through, as do ``?number_to_datetime`` and friends.
+* ``?replace(a, b, flags)``: ``r`` takes Java regular expressions as Python's ``re`` reads them (named
+  groups ``(?<n>...)`` are translated; ``$1`` / ``${n}`` in ``b``), ``i``, ``f``, ``m``, ``s``, ``c``.
 * ``.now`` is the current time as epoch milliseconds; ``?iso_local`` / ``?iso_utc`` (and ``_ms``) print a
   date number as ISO 8601 (``2024-05-01T09:30:00Z``): the sandbox's time zone is UTC, so local is UTC.
-* Not supported: macros, ``<#include>``, ``<#switch>``, ``<#items>``, ranges, ``?datetime``, other special
-  variables than ``.now``.
+* Not supported: macros and ``<@...>`` calls, ``<#include>``/``<#import>``, ``<#switch>``, ``<#items>``,
+  ``<#function>``, ``<#attempt>``, ranges (``1..3``), sequence slicing, ``<#setting>`` (locale, time zone),
+  other special variables than ``.now``, and ``?eval``/``?new``/``?api``.
 """
 
 from __future__ import annotations
@@ -178,13 +184,31 @@ def _fmt_num(v: int | float) -> str:
     return str(int(v))
 
 
+_THOUSANDTH = Decimal("0.001")
+
+
+def _fmt_default(v: int | float) -> str:
+    """FreeMarker's default number format (en_US ``number``: ``#,##0.###``, half-even): ``1,234.568``.
+
+    Real templates print prices and ids with ``${x}`` and rely on this grouping, hence their ``?c`` idiom.
+    """
+    if isinstance(v, int) or v.is_integer():
+        return f"{int(v):,}"
+    if not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("-∞" if v < 0 else "∞")
+    q = Decimal(repr(v)).quantize(_THOUSANDTH, rounding=ROUND_HALF_EVEN, context=_DEC)
+    whole, _, frac = f"{abs(q):f}".partition(".")
+    text = f"{int(whole):,}" + ("." + frac.rstrip("0") if frac.rstrip("0") else "")
+    return "-" + text if q < 0 and text != "0" else text
+
+
 def _to_text(v: Any, node: _Expr) -> str:
     if isinstance(v, str):
         return v
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
-        return _fmt_num(v)
+        return _fmt_default(v)
     node.fail(f"can't print {_describe(v)}; only strings, numbers and booleans print (use toJSON(...))")
 
 
@@ -666,11 +690,11 @@ class _BuiltIn(_Step):
 
 
 def _s(n: _Expr, v: Any) -> str:
-    """String argument; numbers convert like FreeMarker's string built-ins do."""
+    """String argument; numbers convert like FreeMarker's string built-ins do (default format, grouped)."""
     if isinstance(v, str):
         return v
     if _is_num(v):
-        return _fmt_num(v)
+        return _fmt_default(v)
     n.fail(f"expected a string but got {_describe(v)}")
 
 
@@ -713,7 +737,7 @@ def _bi_string(n: _BuiltIn, c: _Ctx, v: Any, a: list[Any]) -> Any:
             n.fail('a boolean needs two arguments: ?string("yes", "no")')
         return "true" if v else "false"
     if _is_num(v) and len(a) < 2:
-        return _fmt_pattern(n, v, _s(n, a[0])) if a else _fmt_num(v)
+        return _fmt_pattern(n, v, _s(n, a[0])) if a else _fmt_default(v)
     if isinstance(v, str) and not a:
         return v
     n.fail(f"?string can't format {_describe(v)} with {len(a)} argument(s)")
@@ -789,6 +813,108 @@ def _iso(n: _BuiltIn, millis: Any, *, ms: bool = False) -> str:
     return _fmt_date(n, number, "yyyy-MM-dd'T'HH:mm:ss" + (".SSS" if ms else "")) + "Z"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_ZONE = r"(Z|[+-]\d{2}(?::?\d{2})?)"
+_PARSE_FIELDS = {"d": "day", "H": "hour", "h": "hour12", "m": "minute", "s": "second", "S": "ms"}
+
+
+def _date_bi(kind: str) -> _BuiltinFn:
+    """``?datetime`` / ``?date`` / ``?time``: parse a string into a date (epoch milliseconds, UTC).
+
+    With a SimpleDateFormat pattern (``?datetime("yyyy-MM-dd'T'HH:mm")``), or ``"iso"`` / no argument for
+    ISO 8601. On a number (already a date here) they pass it through, as FreeMarker only retypes the value.
+    """
+
+    def parse(n: _BuiltIn, c: _Ctx, v: Any, a: list[Any]) -> Any:
+        if _is_num(v):
+            return v
+        text = _s(n, v).strip()
+        pattern = _s(n, a[0]) if a else "iso"
+        try:
+            if pattern in ("iso", "xs"):
+                return _iso_millis(text, kind)
+            return _pattern_millis(n, text, pattern)
+        except ValueError as e:
+            example = f'?{kind}("yyyy-MM-dd HH:mm:ss")' if pattern in ("iso", "xs") else ""
+            n.fail(
+                f"can't parse {_clip(json.dumps(text, ensure_ascii=False))} as a {kind} with the pattern "
+                f"{pattern!r} ({e})" + (f"; give its pattern, e.g. {example}" if example else "")
+            )
+
+    return parse
+
+
+def _iso_millis(text: str, kind: str) -> int:
+    if kind == "time":
+        t = datetime.fromisoformat(
+            "1970-01-01T" + text.removesuffix("Z") + ("+00:00" if text.endswith("Z") else "")
+        )
+    else:
+        t = datetime.fromisoformat(text)
+    return _millis(t)
+
+
+def _millis(t: datetime) -> int:
+    return ((t if t.tzinfo else t.replace(tzinfo=UTC)) - _EPOCH) // _MS
+
+
+def _pattern_millis(n: _BuiltIn, text: str, pattern: str) -> int:
+    """Parse with a Java SimpleDateFormat pattern (the letters ``_fmt_date`` prints); the zone is UTC."""
+    parts: list[str] = []
+    fields: list[tuple[str, int]] = []
+    for m in _DATE_TOKEN_RE.finditer(pattern):
+        tok, ch, k = m.group(), m.group()[0], len(m.group())
+        if ch == "'":
+            parts.append(re.escape(tok[1:-1] or "'"))
+            continue
+        if ch == "y":
+            parts.append(r"(\d{2})" if k == 2 else r"(\d{4})")
+        elif ch == "M":
+            names = "|".join(_MONTHS + [x[:3] for x in _MONTHS])
+            parts.append(f"({names})" if k >= 3 else r"(\d{1,2})")
+        elif ch in _PARSE_FIELDS:
+            parts.append(r"(\d{1,3})" if ch == "S" else r"(\d{1,2})")
+        elif ch == "E":
+            parts.append("(" + "|".join(_DAYS + [x[:3] for x in _DAYS]) + ")")
+        elif ch == "a":
+            parts.append("(AM|PM)")
+        elif ch in "XZ":
+            parts.append(_ZONE)
+        elif ch.isalpha():
+            n.fail(f"unsupported date format letter {ch!r} in {pattern!r}")
+        else:
+            parts.append(re.escape(tok))
+            continue
+        fields.append((ch, k))
+    found = re.fullmatch("".join(parts), text, re.IGNORECASE)
+    if found is None:
+        raise ValueError("the text does not match the pattern")
+    value = {"y": 1970, "M": 1, "d": 1, "H": 0, "m": 0, "s": 0, "S": 0}
+    pm, zone = None, timedelta(0)
+    for (ch, k), got in zip(fields, found.groups(), strict=True):
+        if ch == "y":
+            value["y"] = 2000 + int(got) if k == 2 else int(got)
+        elif ch == "M" and k >= 3:
+            value["M"] = [x[:3].lower() for x in _MONTHS].index(got[:3].lower()) + 1
+        elif ch == "h":
+            value["H"] = int(got) % 12
+        elif ch == "a":
+            pm = got.upper() == "PM"
+        elif ch in "XZ":
+            if got.upper() != "Z":
+                sign = -1 if got[0] == "-" else 1
+                digits = got[1:].replace(":", "")
+                zone = sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+        elif ch != "E":
+            value[ch] = int(got)
+    if pm is not None:
+        value["H"] = value["H"] % 12 + (12 if pm else 0)
+    t = datetime(value["y"], value["M"], value["d"], value["H"], value["m"], value["s"],
+                 value["S"] * 1000, tzinfo=UTC)  # fmt: skip
+    return _millis(t - zone)
+
+
 def _bi_join(n: _BuiltIn, c: _Ctx, v: Any, a: list[Any]) -> Any:
     items = [_to_text(i, n) for i in _seq(n, v) if i is not None]
     sep = _s(n, a[0])
@@ -800,12 +926,81 @@ def _bi_join(n: _BuiltIn, c: _Ctx, v: Any, a: list[Any]) -> Any:
     return sep.join(items) + suffix
 
 
+_REPLACE_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "c": re.VERBOSE, "r": 0, "f": 0}
+_JAVA_REF = re.compile(r"\\(.?)|\$(\d+)|\$\{([A-Za-z][A-Za-z0-9]*)\}|(\$)", re.DOTALL)
+
+
 def _bi_replace(n: _BuiltIn, c: _Ctx, v: Any, a: list[Any]) -> Any:
+    """``?replace(a, b)`` and ``?replace(a, b, flags)``: r regex (Java syntax, ``$1`` in b), i, f first only."""
     s, old, new = _s(n, v), _s(n, a[0]), _s(n, a[1])
-    growth = (len(s) + 1 if not old else s.count(old)) * (len(new) - len(old))
-    if len(s) + growth > MAX_OUTPUT:
-        n.fail(f"string too large (over {MAX_OUTPUT} characters)")
-    return s.replace(old, new)
+    flags = _s(n, a[2]) if len(a) > 2 else ""
+    unknown = sorted(set(flags) - set(_REPLACE_FLAGS))
+    if unknown:
+        n.fail(f"unknown ?replace flag(s) {''.join(unknown)!r}; use r (regular expression), i (ignore case), "
+               "f (first only), m (multi-line), s (dot matches newline), c (comments)")  # fmt: skip
+    if not set(flags) - {"f"}:
+        count = min(1, s.count(old)) if "f" in flags else (len(s) + 1 if not old else s.count(old))
+        if len(s) + count * (len(new) - len(old)) > MAX_OUTPUT:
+            n.fail(f"string too large (over {MAX_OUTPUT} characters)")
+        return s.replace(old, new, 1) if "f" in flags else s.replace(old, new)
+    re_flags = 0
+    for f in flags:
+        re_flags |= _REPLACE_FLAGS[f]
+    source = re.sub(r"\(\?<(?=[A-Za-z])", "(?P<", old) if "r" in flags else re.escape(old)
+    try:
+        compiled = re.compile(source, re_flags)
+    except re.error as e:
+        n.fail(f"invalid regular expression {_clip(old)!r}: {e}")
+    parts = _java_parts(n, compiled, new) if "r" in flags else [(False, new)]
+    refs = sum(1 for is_group, _ in parts if is_group)
+    count = 1 if "f" in flags else 0
+    # Matches do not overlap, so group references copy at most len(s) each: this bounds the result.
+    if len(s) + (len(s) + 1) * len(new) + refs * len(s) <= _REPLACE_FAST_BOUND:
+        template = "".join(rf"\g<{v}>" if is_group else v.replace("\\", r"\\") for is_group, v in parts)
+        out = compiled.sub(template, s, count=count)  # re's own expansion, no Python call per match
+        if len(out) > MAX_OUTPUT:
+            n.fail(f"string too large (over {MAX_OUTPUT} characters)")
+        return out
+    grown = 0
+    groups = [(is_group, int(v) if v.isdigit() else v) for is_group, v in parts]
+
+    def one(m: re.Match[str]) -> str:
+        nonlocal grown
+        if time.perf_counter() > c.deadline:
+            _out_of_time()
+        text = "".join((m.group(v) or "") if is_group else str(v) for is_group, v in groups)
+        grown += len(text) - (m.end() - m.start())
+        if len(s) + grown > MAX_OUTPUT:
+            n.fail(f"string too large (over {MAX_OUTPUT} characters)")
+        return text
+
+    return compiled.sub(one, s, count=count)
+
+
+_REPLACE_FAST_BOUND = 8 * MAX_OUTPUT  # characters a regex ?replace may build before its size check
+
+
+def _java_parts(n: _BuiltIn, compiled: re.Pattern[str], template: str) -> list[tuple[bool, str]]:
+    """Java's Matcher replacement (``$1``, ``${name}``, ``\\$``) as (is a group, literal or group) parts."""
+    parts: list[tuple[bool, str]] = []
+    at = 0
+    for r in _JAVA_REF.finditer(template):
+        parts.append((False, template[at : r.start()]))
+        at = r.end()
+        escaped, number, name, lone = r.groups()
+        if escaped == "":
+            n.fail("the replacement ends with a lone backslash; write \\\\ for a backslash")
+        if lone is not None:
+            n.fail("a lone '$' in a regular-expression replacement; write \\$ for a dollar sign")
+        if escaped is not None:
+            parts.append((False, escaped))
+            continue
+        group = number if number is not None else name
+        if (int(number) > compiled.groups) if number is not None else (name not in compiled.groupindex):
+            n.fail(f"the replacement refers to group {group}, which the expression does not have")
+        parts.append((True, group))
+    parts.append((False, template[at:]))
+    return [p for p in parts if p[0] or p[1]]
 
 
 def _bi_split(n: _BuiltIn, c: _Ctx, v: Any, a: list[Any]) -> Any:
@@ -874,7 +1069,12 @@ _BUILTINS: dict[str, tuple[_BuiltinFn, int, int, int]] = {
     "size": ((lambda n, c, v, a: _size(n, v)), 0, 0, _STRICT),
     "length": _str_bi(len),
     "string": (_bi_string, 0, 2, _STRICT),
-    "c": ((lambda n, c, v, a: v if isinstance(v, str) else _to_text(v, n)), 0, 0, _STRICT),
+    "c": (
+        (lambda n, c, v, a: _fmt_num(v) if _is_num(v) else v if isinstance(v, str) else _to_text(v, n)),
+        0,
+        0,
+        _STRICT,
+    ),
     "upper_case": _str_bi(str.upper),
     "lower_case": _str_bi(str.lower),
     "cap_first": _str_bi(lambda s: re.sub(r"\S", lambda m: m.group().upper(), s, count=1)),
@@ -886,6 +1086,10 @@ _BUILTINS: dict[str, tuple[_BuiltinFn, int, int, int]] = {
     "number": (_bi_number, 0, 0, _STRICT),
     "number_to_datetime": ((lambda n, c, v, a: _num(n, v)), 0, 0, _STRICT),  # dates stay epoch millis
     "number_to_date": ((lambda n, c, v, a: _num(n, v)), 0, 0, _STRICT),
+    "number_to_time": ((lambda n, c, v, a: _num(n, v)), 0, 0, _STRICT),
+    "datetime": (_date_bi("datetime"), 0, 1, _STRICT),
+    "date": (_date_bi("date"), 0, 1, _STRICT),
+    "time": (_date_bi("time"), 0, 1, _STRICT),
     "iso_local": ((lambda n, c, v, a: _iso(n, v)), 0, 0, _STRICT),
     "iso_utc": ((lambda n, c, v, a: _iso(n, v)), 0, 0, _STRICT),
     "iso_local_ms": ((lambda n, c, v, a: _iso(n, v, ms=True)), 0, 0, _STRICT),
@@ -896,7 +1100,7 @@ _BUILTINS: dict[str, tuple[_BuiltinFn, int, int, int]] = {
     "floor": ((lambda n, c, v, a: math.floor(_num(n, v))), 0, 0, _STRICT),
     "ceiling": ((lambda n, c, v, a: math.ceil(_num(n, v))), 0, 0, _STRICT),
     "abs": ((lambda n, c, v, a: abs(_num(n, v))), 0, 0, _STRICT),
-    "replace": (_bi_replace, 2, 2, _STRICT),
+    "replace": (_bi_replace, 2, 3, _STRICT),
     "contains": ((lambda n, c, v, a: _s(n, a[0]) in _s(n, v)), 1, 1, _STRICT),
     "starts_with": ((lambda n, c, v, a: _s(n, v).startswith(_s(n, a[0]))), 1, 1, _STRICT),
     "ends_with": ((lambda n, c, v, a: _s(n, v).endswith(_s(n, a[0]))), 1, 1, _STRICT),
