@@ -35,6 +35,7 @@ PAGES = [
     st.Page("app_pages/journey.py", title="Journey", icon=":material/timeline:"),
     st.Page("app_pages/sandbox.py", title="Sandbox", icon=":material/science:"),
     st.Page("app_pages/connections.py", title="Connections", icon=":material/cable:"),
+    st.Page("app_pages/triggers.py", title="Triggers", icon=":material/bolt:"),
     st.Page("app_pages/batch.py", title="Batch run", icon=":material/playlist_play:"),
     st.Page("app_pages/analysis.py", title="Analysis", icon=":material/analytics:"),
 ]

@@ -1,4 +1,5 @@
-"""The Connections page's logic: a connection's inputs, where its calls go, and its request to copy (#11).
+"""The Connections and Triggers pages' logic: a connection's inputs, where its calls go, its request to
+copy; triggered flows, the events that fire them and what they delivered to their destinations (#11).
 
 Architects "replicate the request in Postman first", so a connection's request is exported the way the
 sandbox builds it (``build_request``: ``${key}`` placeholders filled from the inputs, the custom headers),
@@ -16,6 +17,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -24,18 +26,24 @@ from flowlab.redaction import redact_url
 from flowlab.sandbox.personalize.connections import build_request, mask_headers, mask_url
 
 __all__ = [
+    "PENDING",
+    "STANDARD_EVENTS",
     "ConnectionInput",
     "ExportRequest",
     "auth_type",
     "connection_inputs",
     "connection_rows",
+    "delivery_rows",
+    "event_body",
     "export_request",
+    "flow_triggers",
     "input_values",
     "output_rows",
     "route_help",
     "routing_text",
     "to_curl",
     "to_postman",
+    "triggered_rows",
 ]
 
 #: The host the sandbox's in-process mocks answer on; over HTTP they sit at ``<sandbox>/sandbox/mocks/…``.
@@ -397,3 +405,97 @@ def to_postman(request: ExportRequest) -> dict[str, Any]:
         }
     base = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
     return postman_collection(f"Flow Lab · {request.name}", base, [item], dict(request.variables))
+
+
+# ---- triggered experiences: what fires them, the events that do, what they delivered ---------------------
+
+#: Event types every guest can send (the Engage SDK's own); custom ones come from the triggered flows.
+STANDARD_EVENTS: Final = ("VIEW", "IDENTITY")
+#: Delivery states that are not final yet (the sandbox delivers in the background).
+PENDING: Final = frozenset({"QUEUED", "RUNNING"})
+
+
+def flow_triggers(definition: Mapping[str, Any]) -> list[str]:
+    """The trigger values a triggered flow lists (``SESSION_CLOSED``, a custom event type…)."""
+    values = []
+    for trigger in definition.get("triggers") or []:
+        if not isinstance(trigger, Mapping):
+            continue
+        for ident in trigger.get("identifiers") or []:
+            if isinstance(ident, Mapping) and ident.get("value"):
+                values.append(str(ident["value"]))
+    return list(dict.fromkeys(values))
+
+
+def triggered_rows(definitions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per triggered flow: its name, friendlyId, status and what fires it."""
+    return [
+        {
+            "flow": d.get("name"),
+            "friendlyId": d.get("friendlyId"),
+            "status": d.get("status"),
+            "fired by": ", ".join(flow_triggers(d)) or "—",
+        }
+        for d in definitions
+    ]
+
+
+def event_body(
+    guest: Mapping[str, Any],
+    kind: str,
+    *,
+    client_key: str,
+    pos: str,
+    page: str = "home",
+    channel: str = "WEB",
+) -> dict[str, Any]:
+    """A Stream API event as the Engage SDK sends it, from this guest's first browser; an IDENTITY event
+    carries the guest's email and identifiers, which is what links the browser to the guest."""
+    browsers = guest.get("browserIds") or []
+    body: dict[str, Any] = {
+        "type": kind,
+        "browser_id": str(browsers[0]) if browsers else "",
+        "client_key": client_key,
+        "channel": channel,
+        "pos": pos,
+        "language": str(guest.get("language") or "EN").upper(),
+        "currency": "EUR",
+        "page": page,
+    }
+    if kind.upper() == "IDENTITY":
+        email = guest.get("email")
+        identifiers = [dict(i) for i in guest.get("identifiers") or [] if isinstance(i, Mapping)]
+        if email:
+            body["email"] = email
+            identifiers = identifiers or [{"provider": "email", "id": email}]
+        if identifiers:
+            body["identifiers"] = identifiers
+        for key, field_ in (("firstname", "firstName"), ("lastname", "lastName")):
+            if guest.get(field_):
+                body[key] = guest[field_]
+    return body
+
+
+def delivery_rows(items: Sequence[Mapping[str, Any]], flows: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Deliveries, newest first, as a table: when, which flow on which trigger, to which destination, how."""
+    rows = []
+    for item in items:
+        at = item.get("at")
+        when = ""
+        if isinstance(at, int | float):
+            when = datetime.fromtimestamp(at / 1000, UTC).strftime("%H:%M:%S")
+        latency = item.get("latencyMs")
+        rows.append(
+            {
+                "at (UTC)": when,
+                "flow": flows.get(str(item.get("friendlyId")), str(item.get("friendlyId") or "")),
+                "trigger": item.get("trigger"),
+                "destination": (item.get("connection") or {}).get("name"),
+                "status": item.get("status"),
+                "HTTP": item.get("responseStatus"),
+                "attempts": item.get("attempts"),
+                "latency (ms)": round(float(latency)) if isinstance(latency, int | float) else None,
+                "error": item.get("error") or "",
+            }
+        )
+    return rows
