@@ -227,6 +227,8 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.provider == "personalize" and not args.friendly_id:
         raise UsageError("--friendly-id is required (the flow to call), or pass --provider edge")
+    if args.simulate and args.provider != "personalize":
+        raise UsageError("--simulate runs a sandbox callFlows flow in any status: leave out --provider edge")
     sample = read_guests(Path(args.guests))
     if sample.problems:
         for problem in sample.problems[:20]:
@@ -240,9 +242,6 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
     if args.provider == "edge":
         return _edge_batch(args, settings, sample)
     with _target(args, settings) as (base_url, client_key):
-        _confirm_live_batch(
-            base_url, len(sample.guests), settings.batch_confirm_threshold, assume_yes=args.yes
-        )
         options = BatchOptions(
             base_url=base_url,
             client_key=client_key,
@@ -258,6 +257,11 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
             retries=args.retries,
             timeout=args.timeout or settings.timeout,
             variant_path=args.variant_path,
+            simulate=args.simulate,
+        )
+        options.check_target()  # --simulate: a sandbox only, refused before anything is asked or called
+        _confirm_live_batch(
+            base_url, len(sample.guests), settings.batch_confirm_threshold, assume_yes=args.yes
         )
         summary = _run_to_file(args, sample, options)
     sys.stderr.write(summary.describe() + "\n")
@@ -649,6 +653,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--by",
         help="with --provider edge: print audience membership per value of this sample column, e.g. countryCode",
+    )
+    batch.add_argument(
+        "--simulate",
+        action="store_true",
+        help="sandbox only: run the flow in any status (DRAFT, PAUSED) before publishing it; "
+        "sends X-Flowlab-Simulate: 1, refused on a live tenant",
     )
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     batch.add_argument(

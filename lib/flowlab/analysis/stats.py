@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -128,6 +128,10 @@ class RunComparison:
     ``variants``: share per variant in each run; ``offers``: share of each variant's guests given each
     offer in each run; ``switched``: a sample of guests served in both runs whose variant changed, with
     ``switched_count`` the full count out of ``common_guests`` guests served in both.
+
+    ``changed``: a sample of guests served in both runs whose *answer* changed (variant or offers), with
+    both answers and, when the runs have them, both sandbox execution refs (the traces say why; e.g. a
+    simulated DRAFT flow against the live one, #11); ``changed_count`` the full count.
     """
 
     variants: pd.DataFrame
@@ -136,6 +140,13 @@ class RunComparison:
     summary: str
     switched_count: int = 0
     common_guests: int = 0
+    changed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    changed_count: int = 0
+
+    @property
+    def changed_share(self) -> float | None:
+        """Share of the guests served in both runs whose answer changed (None when there are none)."""
+        return self.changed_count / self.common_guests if self.common_guests else None
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -1035,7 +1046,34 @@ def compare_runs(
     )
     common_count, changed_count = int(common.sum()), int(moved.sum())
 
+    # The whole answer: a guest whose variant stayed but whose offers changed counts too.
+    before_rows_common, after_rows_common = position[common], after_rows[common]
+    offers_was = _offer_keys(before, before_mask)[before_rows_common]
+    offers_now = _offer_keys(after, after_mask)[after_rows_common]
+    answer_moved = moved | (offers_was != offers_now)
+    pick = np.flatnonzero(answer_moved)[: max(sample, 0)]
+    changed_frame = pd.DataFrame(
+        {
+            key: pd.Series(key_names[after_codes[common][pick]], dtype=object),
+            "variant_before": pd.Series(was[pick], dtype=object),
+            "variant_after": pd.Series(now[pick], dtype=object),
+            "offers_before": pd.Series([" | ".join(o) for o in offers_was[pick]], dtype=object),
+            "offers_after": pd.Series([" | ".join(o) for o in offers_now[pick]], dtype=object),
+        }
+    )
+    if "execution_ref" in before.columns and "execution_ref" in after.columns:
+        refs_before = _labels(before["execution_ref"][before_mask]).to_numpy(dtype=object)
+        refs_after = _labels(after["execution_ref"][after_mask]).to_numpy(dtype=object)
+        changed_frame["execution_before"] = pd.Series(refs_before[before_rows_common[pick]], dtype=object)
+        changed_frame["execution_after"] = pd.Series(refs_after[after_rows_common[pick]], dtype=object)
+
     summary = _comparison_summary(variants, offers, common_count, changed_count)
+    answers_changed = int(answer_moved.sum())
+    if common_count and answers_changed != changed_count:
+        summary += (
+            f" {_int_text(answers_changed)} ({_pct(answers_changed / common_count, digits=1)}) got a "
+            "different answer (variant or offers)."
+        )
     return RunComparison(
         variants=variants,
         offers=offers,
@@ -1043,7 +1081,28 @@ def compare_runs(
         summary=summary,
         switched_count=changed_count,
         common_guests=common_count,
+        changed=changed_frame,
+        changed_count=answers_changed,
     )
+
+
+def _offer_keys(run: pd.DataFrame, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.object_]:
+    """Each masked row's offer titles as a tuple (parsed once per distinct cell); () without offers."""
+    out = np.empty(int(mask.sum()), dtype=object)
+    if "offers" not in run.columns:
+        for i in range(len(out)):
+            out[i] = ()
+        return out
+    cells = run["offers"][mask]
+    try:
+        codes, uniques = pd.factorize(cells, use_na_sentinel=False)
+        parsed = [_offer_titles(u) for u in uniques]
+    except TypeError:  # unhashable cells (lists from Parquet)
+        codes, parsed = np.arange(len(cells)), [_offer_titles(v) for v in cells]
+    table = np.empty(len(parsed), dtype=object)
+    for i, titles in enumerate(parsed):
+        table[i] = titles
+    return table[codes] if len(codes) else out
 
 
 def _offer_shares(run: pd.DataFrame) -> pd.Series:

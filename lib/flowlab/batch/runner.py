@@ -59,6 +59,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from flowlab.admin import SandboxAdmin
 from flowlab.batch.provider import Provider
 from flowlab.batch.runs import GuestResult, Progress, RunMeta, RunStore
 from flowlab.batch.samples import GuestRow, GuestSample
@@ -73,6 +74,7 @@ from flowlab.errors import (
 )
 from flowlab.http import BatchTransport, RetryPolicy
 from flowlab.personalize.provider import PersonalizeProvider
+from flowlab.redaction import redact_url
 
 __all__ = [
     "STORE_SUFFIX",
@@ -125,6 +127,8 @@ class BatchOptions:
     retry_budget: float = 0.5
     queue_rows: int = 1000
     provider: Provider | None = None
+    #: callFlows only: run the flow in any status on a sandbox (``X-Flowlab-Simulate: 1``; see check_target)
+    simulate: bool = False
     _provider: Provider = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -141,7 +145,11 @@ class BatchOptions:
         provider = self.provider
         if provider is None:
             provider = PersonalizeProvider(
-                self.client_key, self.friendly_id, defaults=self.defaults, variant_path=self.variant_path
+                self.client_key,
+                self.friendly_id,
+                defaults=self.defaults,
+                variant_path=self.variant_path,
+                simulate=self.simulate,
             )
         elif not isinstance(provider, Provider):
             raise ConfigError(
@@ -159,6 +167,20 @@ class BatchOptions:
         ``sample`` is of the wrong kind for it (``SampleError``): checked before a store is created or a
         guest is called, since it would fail every row."""
         self._provider.check(sample)
+
+    def check_target(self) -> None:
+        """A simulated run must go to a Flow Lab sandbox: a live tenant ignores the header and would run
+        (and record) its live flow instead. ``ConfigError`` otherwise; asks the base URL once."""
+        if not self._provider.settings.get("simulate"):
+            return
+        with SandboxAdmin(base_url=self.base_url, timeout=min(self.timeout, 10.0)) as admin:
+            if admin.is_sandbox():
+                return
+        raise ConfigError(
+            f"--simulate runs a flow in any status on a Flow Lab sandbox only; {redact_url(self.base_url)} "
+            "is not one (a live tenant ignores the switch and runs its live flow): point --base-url at a "
+            "sandbox (python -m flowlab sandbox) or leave --simulate out"
+        )
 
     def run_meta(self, sample: GuestSample) -> RunMeta:
         """What makes a run this run (``--resume`` checks it); no client key or secret is recorded."""
@@ -180,6 +202,7 @@ class BatchOptions:
             options=options,
             extra_columns=sample.columns,
             provider=provider.name,
+            simulate=bool(provider.settings.get("simulate")),
         )
 
 
@@ -768,6 +791,7 @@ def run_batch_to_file(
     out = Path(out)
     store_path = store_path_for(out)
     options.check(sample)
+    options.check_target()
     store = _open_store(sample, options, store_path, resume=resume or only_failed)
     try:
         with _ProgressBar(enabled=progress) as bar:
@@ -907,6 +931,7 @@ def start_batch(
 ) -> BatchHandle:
     """Start a batch in the background and return at once; store problems raise here, before it starts."""
     options.check(sample)
+    options.check_target()
     store = _open_store(sample, options, store_path, resume=resume or only_failed)
     try:
         return BatchHandle(_Runner(sample, options, store, only_failed=only_failed), store)

@@ -255,6 +255,8 @@ class RunMeta:
     started: float = 0.0
     finished: str = ""
     provider: str = "personalize"
+    #: a simulated run (``batch --simulate``): a sandbox ran the flow in any status, not only live (#11)
+    simulate: bool = False
 
     def differences(self, other: RunMeta) -> list[str]:
         """What makes ``other`` a different run (flow, target, sample, request defaults); empty if none."""
@@ -268,6 +270,7 @@ class RunMeta:
             ("base URL", self.base_url.rstrip("/"), other.base_url.rstrip("/")),
             ("guest sample", self.sample_fingerprint, other.sample_fingerprint),
             ("request defaults", _clean(self.defaults), _clean(other.defaults)),
+            ("simulate", self.simulate, other.simulate),
         )
         return [
             f"{name} is {theirs!r}, the stored run's is {ours!r}"
@@ -289,6 +292,7 @@ class RunMeta:
             "created": self.created,
             "started": self.started,
             "finished": self.finished,
+            **({"simulate": True} if self.simulate else {}),
         }
 
     @classmethod
@@ -306,6 +310,7 @@ class RunMeta:
             started=float(raw.get("started") or 0.0),
             finished=raw.get("finished", ""),
             provider=raw.get("provider") or "personalize",
+            simulate=raw.get("simulate") is True,
         )
 
 

@@ -25,7 +25,10 @@ from flowlab.personalize.models import CallFlowRequest
 from flowlab.personalize.offers import find_offers
 from flowlab.personalize.variants import detect_variant
 
-__all__ = ["PersonalizeProvider"]
+__all__ = ["SIMULATE_HEADER", "PersonalizeProvider"]
+
+#: Flow Lab sandbox only: ``1`` runs the flow in any status (DRAFT, PAUSED...): simulate before publishing.
+SIMULATE_HEADER = "X-Flowlab-Simulate"
 
 _BODY_CACHE_SIZE = 2048  # distinct response bodies remembered (oldest dropped first)
 _REQUEST_FIELDS = ("channel", "pointOfSale", "language", "currencyCode")
@@ -38,6 +41,8 @@ class PersonalizeProvider:
 
     ``defaults`` are request fields (wire names: channel, pointOfSale, language, currencyCode) that rows may
     override; ``variant_path`` names the variant's JSON path in the body (else it is detected).
+    ``simulate`` sends ``X-Flowlab-Simulate: 1`` with every request, so a sandbox runs the flow in any status
+    (a live tenant would ignore it and run the live flow: ``BatchOptions.check_target`` refuses one).
     """
 
     name = "personalize"
@@ -52,8 +57,11 @@ class PersonalizeProvider:
         *,
         defaults: Mapping[str, str | None] | None = None,
         variant_path: str | None = None,
+        simulate: bool = False,
     ) -> None:
         self.client_key = client_key
+        self.simulate = simulate
+        self._headers = {SIMULATE_HEADER: "1"} if simulate else None
         self.friendly_id = friendly_id
         self._defaults = dict(defaults or {})
         self.set_defaults = {k: v for k, v in self._defaults.items() if v is not None}
@@ -75,7 +83,7 @@ class PersonalizeProvider:
 
     @property
     def settings(self) -> Mapping[str, Any]:
-        return {"variantPath": self.variant_path}
+        return {"variantPath": self.variant_path, **({"simulate": True} if self.simulate else {})}
 
     def check(self, sample: GuestSample | None = None) -> None:
         """Refuse an Edge sample, and a client key, friendlyId or defaults that can make no valid request."""
@@ -96,7 +104,7 @@ class PersonalizeProvider:
         return None
 
     def headers(self) -> Mapping[str, str] | None:
-        return None
+        return self._headers  # None on the plain callFlows hot path
 
     async def unauthorized(self, sent: Mapping[str, str] | None) -> bool:
         return False  # a client key is not refreshed: a 401 is the answer
