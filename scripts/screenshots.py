@@ -4,8 +4,9 @@ Starts the app the way a user does (``streamlit run app.py``, built-in sandbox, 
 drives Debian's Chromium with Playwright (never a downloaded browser), and writes one full-page PNG per page:
 Preview after calling a demo persona, Compare after comparing two personas, History, Sandbox (plus its
 Offers tab), Batch run while and after running 5,000 generated guests through the demo A/B test, and
-Analysis of that run (and its Latency tab), and the Sandbox page's Replay tab. Exits non-zero if any step
-fails.
+Analysis of that run (and its Latency tab), the Sandbox page's Replay tab, then the demo export imported
+(Import export tab), the Connections page after sending MaxMind and the Triggers page after closing Lena's
+session. Exits non-zero if any step fails.
 """
 
 from __future__ import annotations
@@ -95,6 +96,55 @@ def edge_pages(page: Page, out: Path) -> None:
     settle(page)
 
 
+def demo_export_zip(path: Path) -> Path:
+    """Sitecore's demo export (the repo's fixtures: interactive and triggered parts) as one zip."""
+    import zipfile
+
+    fixtures = ROOT / "tests" / "fixtures"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for folder in ("sitecore-demo", "sitecore-demo-triggered"):
+            for file in sorted((fixtures / folder).rglob("*")):
+                if file.is_file() and file.parent != fixtures / folder:
+                    archive.write(file, "export/" + file.relative_to(fixtures / folder).as_posix())
+    return path
+
+
+def import_connections_triggers(page: Page, out: Path, tmp: Path) -> None:
+    """Sandbox → Import export (the demo zip), Connections (MaxMind sent), Triggers (Lena's session closed)."""
+    nav(page, "Sandbox")
+    page.get_by_role("tab", name="Import export").click()
+    page.locator(".st-key-sandbox_import_file input[type='file']").set_input_files(
+        str(demo_export_zip(tmp / "sitecore-demo-export.zip"))
+    )
+    settle(page)
+    page.locator(".st-key-sandbox_import button").click()
+    page.wait_for_selector("text=Loaded", timeout=20_000)
+    settle(page)
+    page.get_by_role("tab", name="Import export").click()
+    settle(page)
+    shoot(page, out, "sandbox-import", max_height=1700)
+    nav(page, "Connections")
+    pick(page, "connections_pick", "Get City from MaxMind")
+    page.locator(".st-key-connections_send button").click()
+    page.wait_for_selector("text=Went to", timeout=20_000)
+    settle(page)
+    page.get_by_role("tab", name="Mapped outputs").click()
+    settle(page)
+    shoot(page, out, "connections")
+    nav(page, "Triggers")
+    pick(page, "triggers_persona", "Lena Vogel")
+    page.locator(".st-key-triggers_action button", has_text="Close the session").click()
+    settle(page)
+    page.locator(".st-key-triggers_close button").click()
+    page.wait_for_selector("[data-testid='stExpander'] summary:has-text('DELIVERED')", timeout=20_000)
+    page.wait_for_timeout(_SETTLE_MS)
+    settle(page)
+    shoot(page, out, "triggers")
+
+
+_SETTLE_MS = 7000  # the Triggers page refreshes deliveries for a few seconds after firing, then settles
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
@@ -143,6 +193,8 @@ def main() -> None:
                 page.get_by_role("tab", name="Replay").click()
                 settle(page)
                 shoot(page, out, "sandbox-replay", max_height=1700)
+
+                import_connections_triggers(page, out, Path(tmp))
                 browser.close()
         finally:
             process.kill()

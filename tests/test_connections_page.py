@@ -45,7 +45,9 @@ def _text(at: Any, *kinds: str) -> str:
 
 
 def _table(at: Any, column: str) -> Any:
-    return next((d.value for d in at.dataframe if column in d.value.columns), None)
+    """The first table (st.dataframe or st.table) with this column."""
+    tables = [*at.dataframe, *at.table]
+    return next((d.value for d in tables if column in d.value.columns), None)
 
 
 @pytest.fixture

@@ -130,11 +130,12 @@ def _exchange(connection: dict[str, Any], result: dict[str, Any]) -> None:
         rows = output_rows(connection, result.get("outputs") or {})
         if rows:
             st.caption("What a decision model's connection node gets, by output reference.")
-            st.dataframe(rows, hide_index=True, width="stretch", key="connections_outputs")
+            st.table(rows, border="horizontal")
         else:
             st.caption("No mapped outputs (the connection maps none, or the call failed).")
         if result.get("outputs"):
-            st.json(result["outputs"], expanded=3)
+            with st.expander("Outputs (JSON)"):
+                st.json(result["outputs"], expanded=3)
 
 
 def _headers(headers: dict[str, Any], key: str) -> None:

@@ -381,7 +381,15 @@ def _import_report(report: dict[str, Any]) -> None:
         }
         for item in report.get("items") or []
     ]
-    st.dataframe(rows, hide_index=True, width="stretch", key="sandbox_import_table")
+    widths = {"file": "medium", "kind": "small", "name": "medium", "loaded/skipped": "small"}
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        height=min(38 + 35 * len(rows), 640),  # every row when they fit, no inner scrolling for a demo export
+        key="sandbox_import_table",
+        column_config={k: st.column_config.Column(width=w) for k, w in widths.items()},  # type: ignore[arg-type]
+    )
     for limitation in report.get("limitations") or []:
         st.caption(plain(f"Not supported: {limitation}"))
 

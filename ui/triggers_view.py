@@ -118,7 +118,7 @@ def _act(admin: SandboxAdmin, guest: dict[str, Any], info: dict[str, Any], custo
             "inactivity: flows triggered by SESSION_CLOSED run with the closed session as `entity`."
         )
         if st.button("Close the session", key="triggers_close", type="primary", icon=":material/logout:"):
-            _fire(lambda: admin.close_session(guest_ref=str(guest["ref"])), _closed)
+            _fire(guest, lambda: admin.close_session(guest_ref=str(guest["ref"])), _closed)
     else:
         left, right = st.columns(2)
         options = [*STANDARD_EVENTS, *custom, _OTHER]
@@ -140,7 +140,7 @@ def _act(admin: SandboxAdmin, guest: dict[str, Any], info: dict[str, Any], custo
             guest,
             str(kind or "").strip(),
             client_key=str(info.get("clientKey")),
-            pos=str(points[0] or ""),
+            pos=str(points[0] if points else ""),
             page=page,
         )
         with st.expander("The event (POST /v1.2/events)"):
@@ -149,12 +149,13 @@ def _act(admin: SandboxAdmin, guest: dict[str, Any], info: dict[str, Any], custo
             "Send event", key="triggers_send", type="primary", icon=":material/bolt:", disabled=not kind
         ):
             _fire(
+                guest,
                 lambda: admin.send_event(body),
                 lambda r: f"Event {body['type']} recorded, ref {r.get('ref')}.",
             )
-    message = st.session_state.pop("triggers_message", None)
-    if message:
-        st.success(plain(message), icon=":material/check_circle:")
+    said = st.session_state.get("triggers_message")  # kept while the deliveries refresh, for this guest only
+    if said and said[0] == guest["ref"]:
+        st.success(plain(said[1]), icon=":material/check_circle:")
 
 
 def _closed(result: dict[str, Any]) -> str:
@@ -165,13 +166,13 @@ def _closed(result: dict[str, Any]) -> str:
     return f"Closed session {session.get('ref')}{opened}; fired: {flows}."
 
 
-def _fire(call: Any, say: Any) -> None:
+def _fire(guest: dict[str, Any], call: Any, say: Any) -> None:
     try:
         result = call()
     except FlowLabError as exc:
         show_advice(advise(exc))
         return
-    st.session_state["triggers_message"] = say(result)
+    st.session_state["triggers_message"] = (guest["ref"], say(result))
     st.session_state["triggers_wait_until"] = time.monotonic() + _WAIT_S
     st.rerun()
 
@@ -195,11 +196,24 @@ def _deliveries(admin: SandboxAdmin, guest_ref: str, names: dict[str, str], live
             else "No deliveries for this guest yet: send an event or close the session."
         )
         return
+    total = int(data.get("total", len(items)))
     st.caption(
-        f"{data.get('total', len(items))} delivery(ies) for this guest, newest first"
+        f"{total} {'delivery' if total == 1 else 'deliveries'} for this guest, newest first"
         + (" · refreshing" if live else "")
     )
-    st.dataframe(delivery_rows(items, names), hide_index=True, width="stretch", key="triggers_deliveries")
+    rows = delivery_rows(items, names)
+    if not any(r["error"] for r in rows):  # room for the rest when nothing failed
+        rows = [{k: v for k, v in r.items() if k != "error"} for r in rows]
+    small = st.column_config.Column(width="small")
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        key="triggers_deliveries",
+        column_config={
+            k: small for k in ("at (UTC)", "trigger", "status", "HTTP", "attempts", "latency (ms)")
+        },
+    )
     for i, item in enumerate(items[:5]):
         flow = names.get(str(item.get("friendlyId")), str(item.get("friendlyId")))
         title = f"{flow} · {item.get('trigger')} · {item.get('status')}"
