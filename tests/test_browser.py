@@ -59,7 +59,7 @@ def page(browser: Browser) -> Iterator[Page]:
 def test_a_deep_link_first_still_gets_the_frame(app: App, page: Page) -> None:
     """The first request after start is /compare: the page still runs inside app.py (sidebar, label)."""
     page.goto(app.url + "/compare")
-    expect(page.locator(".st-key-target_name")).to_be_visible()
+    expect(page.locator(".st-key-target_name")).to_be_visible(timeout=30_000)  # the first run starts it
     expect(page.get_by_role("heading", name="Compare")).to_be_visible()
     expect(page.get_by_text("SANDBOX · Sandbox (built-in)").first).to_be_visible()
 
