@@ -280,6 +280,10 @@ class Engine:
     async def execute_async(self, body: Any, *, simulate: bool = False) -> Execution:
         """:meth:`execute` for an event loop: the loop only waits on the worker's socket."""
         plan = self._plan(body, simulate=simulate)
+        return await self._run_plan(plan)
+
+    async def _run_plan(self, plan: _Plan) -> Execution:
+        """The stage in a worker, then each connection it waits for on this loop, until it finishes."""
         while True:
             if self.guest_code == "inline":
                 stage = run_stage(plan.job, plan.objects.__getitem__)
@@ -550,18 +554,7 @@ class Engine:
         )
         self._plan_stage(plan)
         plan.job["entity"] = orjson.loads(orjson.dumps(entity, default=str))
-        while True:
-            if self.guest_code == "inline":
-                stage = run_stage(plan.job, plan.objects.__getitem__)
-            else:
-                try:
-                    stage = await self.pool.run(_STAGE, plan.job, keys=list(plan.blobs), provide=plan.provide)
-                except FlowLabError as exc:
-                    stage = self._stage_failed(plan, exc)
-            call = self._connection_call(plan, stage)
-            if call is None:
-                return self._finish(plan, stage)
-            self._supply(plan, stage, call, await self.connections.call(call[0], call[1]))
+        return await self._run_plan(plan)
 
     def _finish(self, plan: _Plan, stage: dict[str, Any]) -> Execution:
         """Turn the stage's outcome into the trace, the TRACKING record and the answer."""
