@@ -202,17 +202,17 @@ def _deliveries(admin: SandboxAdmin, guest_ref: str, names: dict[str, str], live
         + (" · refreshing" if live else "")
     )
     rows = delivery_rows(items, names)
-    if not any(r["error"] for r in rows):  # room for the rest when nothing failed
-        rows = [{k: v for k, v in r.items() if k != "error"} for r in rows]
+    quiet = [k for k, first in (("error", ""), ("attempts", 1)) if all(r[k] in (first, None) for r in rows)]
+    rows = [
+        {k: v for k, v in r.items() if k not in quiet} for r in rows
+    ]  # room for the rest: no retry, no error
     small = st.column_config.Column(width="small")
     st.dataframe(
         rows,
         hide_index=True,
         width="stretch",
         key="triggers_deliveries",
-        column_config={
-            k: small for k in ("at (UTC)", "trigger", "status", "HTTP", "attempts", "latency (ms)")
-        },
+        column_config={k: small for k in ("at (UTC)", "status", "HTTP", "attempts", "latency (ms)")},
     )
     for i, item in enumerate(items[:5]):
         flow = names.get(str(item.get("friendlyId")), str(item.get("friendlyId")))
