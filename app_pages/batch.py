@@ -5,7 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import runs
-from ui.batch_view import datastream_picker, edge_start_button, flow_picker, run_settings, start_button
+from ui.batch_view import (
+    datastream_picker,
+    edge_start_button,
+    flow_picker,
+    run_settings,
+    simulate_switch,
+    start_button,
+)
 from ui.run_view import past_runs, run_panel
 from ui.sample_view import edge_sample_picker, sample_picker
 from ui.target import current_target, page_header
@@ -34,9 +41,10 @@ else:
         sample = sample_picker(target)
     with flow:
         st.subheader("2 · Flow and options")
-        friendly_id = flow_picker(target)
+        simulate = simulate_switch(target)  # simulate before you publish: DRAFT and PAUSED flows too
+        friendly_id = flow_picker(target, any_status=simulate)
         options = run_settings()
-        start_button(target, sample, friendly_id, options)
+        start_button(target, sample, friendly_id, options, simulate=simulate)
 
 st.subheader("3 · Run")
 current = runs.current_run()

@@ -5,16 +5,19 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from flowlab.__main__ import EXIT_USAGE, main
 from flowlab.admin import SandboxAdmin
 from flowlab.analysis.stats import compare_runs
+from flowlab.batch.runlog import RunLog
 from flowlab.batch.runner import BatchOptions, run_batch_to_file, store_path_for
 from flowlab.batch.runs import RunStore
 from flowlab.batch.samples import generate_guests
@@ -22,6 +25,8 @@ from flowlab.personalize.provider import SIMULATE_HEADER as CLIENT_HEADER
 from flowlab.sandbox import SandboxServer
 from flowlab.sandbox.app import SIMULATE_HEADER
 from flowlab.workbench.explain import explain_trace
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _body(server: SandboxServer, friendly_id: str, browser_id: str = "sim-1") -> dict[str, Any]:
@@ -176,3 +181,62 @@ def test_a_simulated_draft_against_the_live_flow_over_1000_guests(
     assert sim_trace.get("simulated") is True and "simulated" not in live_trace
     assert explain_trace(sim_trace).flow == "summer_sale"
     assert explain_trace(live_trace).flow == "hero_banner_default"
+
+
+# ---- the app: Batch run (simulate) and Analysis (simulated vs live) -----------------------------------
+
+
+def _offered(at: AppTest, flow: str) -> bool:
+    return any(str(o).startswith(f"{flow} ") for o in at.selectbox(key="batch_flow").options)
+
+
+def _app_batch(at: AppTest, flow: str, *, simulate: bool, n: int = 300) -> None:
+    at.switch_page("app_pages/batch.py")
+    at.run()
+    if simulate:
+        at.checkbox(key="batch_simulate").check()
+        at.run()
+    assert _offered(at, flow) is (simulate or flow != "summer_sale")
+    at.selectbox(key="batch_flow").set_value(flow)
+    at.number_input(key="batch_n").set_value(n)
+    at.number_input(key="batch_seed").set_value(3)
+    at.run()
+    at.button(key="batch_start").click()
+    at.run()
+    deadline = time.monotonic() + 60
+    while any(b.key == "batch_cancel" for b in at.button):
+        assert time.monotonic() < deadline, "the batch did not finish in time"
+        time.sleep(0.3)
+        at.run()
+    assert not at.exception, at.exception
+
+
+def test_the_batch_page_simulates_a_draft_and_analysis_compares_it_with_live() -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("app_pages/batch.py")
+    at.run()
+    assert not _offered(at, "summer_sale")  # live flows only, by default
+    _app_batch(at, "hero_banner_default", simulate=False)
+    _app_batch(at, "summer_sale", simulate=True)
+    newest = RunLog().runs()[0]
+    assert newest.friendly_id == "summer_sale" and newest.ok == 300
+    with RunStore.open(newest.path) as store:
+        assert store.meta.simulate is True
+    assert RunLog().options(newest.id).simulate is True  # a resume from the page stays simulated
+
+    at.switch_page("app_pages/analysis.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert "#### Simulated vs live" in [str(m.value) for m in at.markdown]
+    changed = next(m for m in at.metric if m.label == "Guests whose answer changed")
+    assert changed.value == "100.0%"
+    assert (
+        at.selectbox(key="analysis_compare").value == RunLog().runs()[1].id
+    )  # the live run over the same guests
+    guests = at.selectbox(key="analysis_why_guest").options
+    assert len(guests) == 20
+    at.selectbox(key="analysis_why_guest").set_value(guests[1]).run()
+    assert not at.exception, at.exception
+    shown = " ".join(str(m.value).replace("\\", "") for m in at.markdown)
+    assert "of summer_sale" in shown and "of hero_banner_default" in shown

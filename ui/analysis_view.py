@@ -24,7 +24,9 @@ from flowlab.analysis.membership import membership_sentence
 from flowlab.analysis.membership_chart import membership_chart
 from flowlab.analysis.report import comparison_rows, conversion_rows, parse_split, split_rows, verdict_kind
 from flowlab.batch.runlog import RunRecord
+from flowlab.batch.runs import RunStore
 from flowlab.errors import FlowLabError
+from flowlab.workbench.explain import explain_trace
 from ui import runs
 from ui.target import sandbox_admin
 from ui.text import plain
@@ -639,20 +641,35 @@ def show_table(a: Analysis) -> None:
 
 
 def show_compare(a: Analysis) -> None:
+    """Two runs side by side; with a simulated run (``batch --simulate``, #11), *Simulated vs live*: the
+    share of guests whose answer changed, who they are, and the sandbox's reasons on each side."""
     others = [r for r in _all_runs() if r.id != a.record.id]
     if not others:
         st.caption("Run the flow again (e.g. after changing it) to compare two runs here.")
         return
     by_id = {r.id: r for r in others}
-    same_flow = [r.id for r in others if r.friendly_id == a.record.friendly_id]
-    order = same_flow + [i for i in by_id if i not in same_flow]
+    simulated = _simulated(str(a.record.path), runs.stamp(a.record.path))
+    if simulated:  # the live runs over the same guests first: that is the comparison people want
+        sample = _sample_of(str(a.record.path), runs.stamp(a.record.path))
+        first = [r.id for r in others if not _simulated(str(r.path), runs.stamp(r.path))
+                 and _sample_of(str(r.path), runs.stamp(r.path)) == sample]  # fmt: skip
+    else:
+        first = [r.id for r in others if r.friendly_id == a.record.friendly_id]
+    order = first + [i for i in by_id if i not in first]
     before_id = st.selectbox(
-        "Compare with (before)", order, format_func=lambda i: by_id[i].label, key="analysis_compare"
+        "Compare with (live)" if simulated else "Compare with (before)",
+        order,
+        format_func=lambda i: by_id[i].label,
+        key="analysis_compare",
     )
     before = by_id[str(before_id)]
     before_frame = runs.run_frame(str(before.path), runs.stamp(before.path))
     key = (a.key, str(before.path), runs.stamp(before.path))
     result = runs.compare(key, before_frame, a.frame)
+    if simulated or _simulated(str(before.path), runs.stamp(before.path)):
+        _simulated_vs_live(
+            result, live=before, simulated=a.record if simulated else before, flipped=not simulated
+        )
     st.info(plain(result.summary), icon=":material/compare_arrows:")
     variants, offers = comparison_rows(result)
     left, right = st.columns(2, gap="large")
@@ -667,6 +684,76 @@ def show_compare(a: Analysis) -> None:
             f"**Guests who switched variant** (first {len(result.switched)} of {result.switched_count:,})"
         )
         st.dataframe(result.switched, hide_index=True, width="stretch")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _simulated(path: str, stamp: runs.Stamp) -> bool:
+    """Was this run a simulation (``RunMeta.simulate``: a sandbox flow run in any status)?"""
+    with RunStore.open(path) as store:
+        return store.meta.simulate
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _sample_of(path: str, stamp: runs.Stamp) -> str:
+    with RunStore.open(path) as store:
+        return store.meta.sample_fingerprint
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _execution_refs(path: str, stamp: runs.Stamp) -> dict[str, str]:
+    """Guest → sandbox execution ref (the Analysis frame leaves the refs out to stay small)."""
+    with RunStore.open(path) as store:
+        frame = store.to_dataframe(["guest", "execution_ref"])
+    return dict(zip(frame["guest"].astype(str), frame["execution_ref"].astype(str), strict=True))
+
+
+def _simulated_vs_live(result: Any, *, live: RunRecord, simulated: RunRecord, flipped: bool) -> None:
+    """The share of guests whose answer changed, the guests, and why for one of them (sandbox traces)."""
+    st.markdown("#### Simulated vs live")
+    left, right = st.columns(2)
+    share = result.changed_share
+    left.metric(
+        "Guests whose answer changed",
+        "–" if share is None else f"{share:.1%}",
+        help="Variant or offers differ, out of the guests served in both runs.",
+    )
+    right.metric("Changed / served in both", f"{result.changed_count:,} / {result.common_guests:,}")
+    if flipped:
+        st.caption("This run is the live one; the simulated run is the one picked above.")
+    if not result.changed_count:
+        st.success("Every guest served in both runs got the same answer.", icon=":material/check:")
+        return
+    changed = result.changed
+    table = changed.rename(
+        columns={
+            "variant_before": "variant (live)" if not flipped else "variant (simulated)",
+            "variant_after": "variant (simulated)" if not flipped else "variant (live)",
+            "offers_before": "offers (live)" if not flipped else "offers (simulated)",
+            "offers_after": "offers (simulated)" if not flipped else "offers (live)",
+        }
+    )
+    st.markdown(f"**Guests whose answer changed** (first {len(changed)} of {result.changed_count:,})")
+    st.dataframe(table, hide_index=True, width="stretch")
+    guest = st.selectbox("Why? Pick a guest", list(changed["guest"].astype(str)), key="analysis_why_guest")
+    if not (live.is_sandbox and simulated.is_sandbox):
+        st.caption("Reasons come from the sandbox's traces; the live run was not on a sandbox.")
+        return
+    columns = st.columns(2, gap="large")
+    for column, title, record in ((columns[0], "Live", live), (columns[1], "Simulated", simulated)):
+        with column:
+            st.markdown(f"**{title}** · {plain(record.friendly_id)}")
+            ref = _execution_refs(str(record.path), runs.stamp(record.path)).get(str(guest), "")
+            try:
+                trace = sandbox_admin(record.base_url).execution(ref) if ref else None
+            except FlowLabError as exc:  # the sandbox restarted: its traces are gone
+                st.caption(f"No trace: {plain(str(exc))}")
+                continue
+            if trace is None:
+                st.caption("No execution ref was recorded for this guest.")
+                continue
+            why = explain_trace(trace)
+            st.markdown(plain(why.headline))
+            st.markdown("\n".join(f"- {plain(line)}" for line in why.lines))
 
 
 # ---- AEP Edge runs: audience membership ------------------------------------------------------------------

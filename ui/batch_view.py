@@ -30,6 +30,7 @@ __all__ = [
     "live_confirmation",
     "run_settings",
     "show_problem",
+    "simulate_switch",
     "start_button",
 ]
 
@@ -45,8 +46,21 @@ def _flows(base_url: str) -> list[dict[str, Any]]:
     return sandbox_admin(base_url).flows()
 
 
-def flow_picker(target: Target) -> str:
-    """The flow to run: the sandbox's live flows, or a friendlyId typed for a tenant."""
+def simulate_switch(target: Target) -> bool:
+    """Simulate before you publish (#11): on a sandbox, run a flow in any status (X-Flowlab-Simulate: 1)."""
+    if not target.is_sandbox:
+        return False
+    return st.checkbox(
+        "Simulate (sandbox only, any status)",
+        key="batch_simulate",
+        help="Runs a DRAFT or PAUSED flow (or an imported one before it goes live) over the sample in the "
+        "sandbox; compare it with a run of the live flow on the Analysis page (Simulated vs live).",
+    )
+
+
+def flow_picker(target: Target, *, any_status: bool = False) -> str:
+    """The flow to run: the sandbox's live flows (``any_status``: every interactive flow), or a friendlyId
+    typed for a tenant."""
     flows_data: list[dict[str, Any]] | None = None
     if target.is_sandbox:
         try:
@@ -57,14 +71,17 @@ def flow_picker(target: Target) -> str:
             )
     if flows_data is not None:
         flows = [FlowSummary.from_admin(f) for f in flows_data]
-        live = {f.friendly_id: f for f in flows if f.live}
+        live = {
+            f.friendly_id: f for f in flows if f.live or (any_status and f.type == "INTERACTIVE_API_FLOW")
+        }
         ids = sorted(live)
         default = ids.index("checkout_ab_test") if "checkout_ab_test" in ids else 0
         friendly_id = st.selectbox(
             "Flow", ids, index=default, key="batch_flow", format_func=lambda i: live[i].label
         )
         if friendly_id in live:
-            st.caption(plain(live[friendly_id].details))
+            status = "" if live[friendly_id].live else f"{live[friendly_id].status}, simulated · "
+            st.caption(plain(status + live[friendly_id].details))
         return str(friendly_id or "")
     recent = TargetStore().recent_friendly_ids(target.name)
     value = st.text_input(
@@ -192,8 +209,16 @@ def live_confirmation(target: Target, n: int, friendly_id: str, *, edge: bool = 
     return st.checkbox(f"Yes, call {flow} for {n:,} guests on {name}", key="batch_confirm")
 
 
-def start_button(target: Target, sample: GuestSample | None, friendly_id: str, options: RunSettings) -> None:
-    """Start the run in the background (it becomes this session's current run)."""
+def start_button(
+    target: Target,
+    sample: GuestSample | None,
+    friendly_id: str,
+    options: RunSettings,
+    *,
+    simulate: bool = False,
+) -> None:
+    """Start the run in the background (it becomes this session's current run); ``simulate`` on a sandbox
+    runs the flow in any status."""
     current = runs.handle(st.session_state.get("batch_run_id"))
     busy = current is not None and not current.done
     n = len(sample) if sample is not None else 0
@@ -207,12 +232,14 @@ def start_button(target: Target, sample: GuestSample | None, friendly_id: str, o
         disabled=not (n and friendly_id and allowed) or busy,
         help="A run is in progress: cancel it or wait for it." if busy else None,
         on_click=_start,
-        args=(target, sample, friendly_id, options),
+        args=(target, sample, friendly_id, options, simulate),
     )
     show_problem()
 
 
-def _start(target: Target, sample: GuestSample | None, friendly_id: str, options: RunSettings) -> None:
+def _start(
+    target: Target, sample: GuestSample | None, friendly_id: str, options: RunSettings, simulate: bool = False
+) -> None:
     """The Run button's callback: it runs before the rerun, so the page already shows the new run."""
     st.session_state.pop(PROBLEM_KEY, None)
     if sample is None:
@@ -224,9 +251,11 @@ def _start(target: Target, sample: GuestSample | None, friendly_id: str, options
             friendly_id=friendly_id,
             defaults=_defaults(target),
             variant_path=options.variant_path,
+            simulate=simulate and target.is_sandbox,
             **options.pacing(),
         )
-        runs.start_run(sample, batch, name=options.name, target=target.name, is_sandbox=target.is_sandbox)
+        name = options.name or (f"{friendly_id} (simulated)" if batch.simulate else "")
+        runs.start_run(sample, batch, name=name, target=target.name, is_sandbox=target.is_sandbox)
     except FlowLabError as exc:
         st.session_state[PROBLEM_KEY] = str(exc)
         return

@@ -297,6 +297,8 @@ class RunLog:
             "variant_path": stored.get("variantPath"),
             "retry_budget": float(stored.get("retryBudget", 0.5)),
         }
+        if meta.simulate:  # a simulated run resumes simulated (#11)
+            values["simulate"] = True
         if meta.provider == "edge" and "provider" not in overrides:
             values["provider"] = _edge_provider(meta.base_url, meta.friendly_id, stored, record.is_sandbox)
         values.update(overrides)
