@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import re
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pagetext import demo_zip, text
 from streamlit.testing.v1 import AppTest
 
 from flowlab.admin import SandboxAdmin
@@ -26,22 +24,8 @@ from ui.target import sandbox_server
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-DEMO = ROOT / "tests" / "fixtures" / "sitecore-demo"
 MAXMIND = "Get City from MaxMind"
 SECRETS = ("s3cr3t-pass", "s3cr3t-client", "s3cr3t-key", "s3cr3t-header")
-
-
-def demo_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(DEMO.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(DEMO.parent).as_posix())
-    return buffer.getvalue()
-
-
-def _text(at: Any, *kinds: str) -> str:
-    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for k in kinds for e in getattr(at, k)))
 
 
 def _table(at: Any, column: str) -> Any:
@@ -92,7 +76,7 @@ def test_maxmind_sends_shows_a_city_and_copies_as_curl_without_a_secret(app_sand
     curl = next(c.value for c in at.code if c.language == "bash")
     assert "curl -sS -X GET https://geolite.info/geoip/v2.1/city/174.0.167.183" in curl
     assert '-u "${USERNAME}:${PASSWORD}"' in curl and SECRETS[0] not in curl
-    shown = _text(at, "markdown", "caption", "code")
+    shown = text(at, "markdown", "caption", "code")
     assert SECRETS[0] not in shown
 
 
@@ -111,14 +95,14 @@ def test_an_empty_sandbox_says_how_to_import() -> None:
     with SandboxAdmin(base_url=sandbox_server().url) as admin:
         admin.reset()  # the demo data has no connections
     at = connections_page()
-    info = _text(at, "info")
+    info = text(at, "info")
     assert "no connections yet" in info and "Import export" in info and "--load DIR" in info
 
 
 def test_on_a_live_target_the_page_says_connections_are_a_sandbox_tool(live_tenant: SandboxServer) -> None:
     at = connections_page()
-    assert "LIVE" in _text(at.main, "markdown") or "LIVE" in _text(at.sidebar, "markdown")
-    assert "Connections are a sandbox tool" in _text(at, "info")
+    assert "LIVE" in text(at.main, "markdown") or "LIVE" in text(at.sidebar, "markdown")
+    assert "Connections are a sandbox tool" in text(at, "info")
 
 
 def test_exports_put_every_secret_in_a_variable() -> None:

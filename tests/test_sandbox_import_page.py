@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pagetext import demo_zip, text
 from streamlit.testing.v1 import AppTest
 
 from flowlab.admin import SandboxAdmin
@@ -17,21 +17,6 @@ from ui.target import sandbox_server
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-DEMO = ROOT / "tests" / "fixtures" / "sitecore-demo"
-
-
-def demo_zip() -> bytes:
-    """The demo export folder, zipped the way a user would (the folder itself at the top)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(DEMO.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(DEMO.parent).as_posix())
-    return buffer.getvalue()
-
-
-def _text(at: Any, *kinds: str) -> str:
-    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for k in kinds for e in getattr(at, k)))
 
 
 def report_table(at: AppTest) -> Any:
@@ -79,7 +64,7 @@ def test_a_file_that_is_not_a_zip_is_a_clear_message(sandbox_page: AppTest) -> N
     at.run()
     at.button(key="sandbox_import").click().run()
     assert not at.exception
-    errors = _text(at, "error")
+    errors = text(at, "error")
     assert "not a zip archive" in errors and "What to do" in errors
     assert report_table(at) is None
 
@@ -93,5 +78,5 @@ def test_a_zip_over_the_upload_limit_is_refused_before_sending(sandbox_page: App
     at.run()
     at.button(key="sandbox_import").click().run()
     assert not at.exception
-    errors = _text(at, "error")
+    errors = text(at, "error")
     assert "over the sandbox's 1,024 KB limit" in errors and "--load DIR" in errors

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
-import re
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pagetext import demo_zip, text
 from streamlit.testing.v1 import AppTest
 
 from flowlab.admin import SandboxAdmin
@@ -19,22 +17,6 @@ from ui.target import sandbox_server
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-FIXTURES = ROOT / "tests" / "fixtures"
-
-
-def demo_zip() -> bytes:
-    """Sitecore's demo export: the interactive part and the triggered part, in one folder as exported."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for folder in ("sitecore-demo", "sitecore-demo-triggered"):
-            for path in sorted((FIXTURES / folder).rglob("*")):
-                if path.is_file() and path.parent != FIXTURES / folder:  # not the fixtures' LICENSE/README
-                    archive.write(path, "export/" + path.relative_to(FIXTURES / folder).as_posix())
-    return buffer.getvalue()
-
-
-def _text(at: Any, *kinds: str) -> str:
-    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for k in kinds for e in getattr(at, k)))
 
 
 def _deliveries(at: AppTest, count: int = 1, timeout: float = 10.0) -> Any:
@@ -54,7 +36,7 @@ def triggers_page() -> Iterator[AppTest]:
     """The Triggers page on the app's sandbox with the demo export imported; the sandbox is reset after."""
     with SandboxAdmin(base_url=sandbox_server().url) as admin:
         admin.reset()  # a delivery from another test's session close would show up here
-        admin.import_export(demo_zip())
+        admin.import_export(demo_zip("sitecore-demo", "sitecore-demo-triggered", top="export"))
         at = AppTest.from_file(APP, default_timeout=60).run()
         at.switch_page("app_pages/triggers.py").run()
         assert not at.exception
@@ -73,7 +55,7 @@ def test_closing_lenas_session_delivers_the_abandonment_body(triggers_page: AppT
     at.segmented_control(key="triggers_action").set_value("Close the session").run()
     at.button(key="triggers_close").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert "fired: session_browse_abandonment" in _text(at, "success")
+    assert "fired: session_browse_abandonment" in text(at, "success")
     table = _deliveries(at)
     row = table.iloc[0]
     assert (row["flow"], row["trigger"], row["status"], row["HTTP"]) == (
@@ -94,7 +76,7 @@ def test_a_custom_event_fires_the_subscribe_flow(triggers_page: AppTest) -> None
     assert at.selectbox(key="triggers_event_type").value == "SUBSCRIBE_TO_UPDATES_IDENTITY"  # from the flows
     at.button(key="triggers_send").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert "Event SUBSCRIBE_TO_UPDATES_IDENTITY recorded" in _text(at, "success")
+    assert "Event SUBSCRIBE_TO_UPDATES_IDENTITY recorded" in text(at, "success")
     row = _deliveries(at).iloc[0]
     assert (row["flow"], row["status"]) == ("Subscribe to update emails", "DELIVERED")
     bodies = [json.loads(j.value) for j in at.json if "grace.miller@example.com" in str(j.value)]
@@ -106,9 +88,9 @@ def test_an_identity_event_without_triggered_flows_says_how_to_import() -> None:
         admin.reset()
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("app_pages/triggers.py").run()
-    assert "no triggered experiences yet" in _text(at, "info")
+    assert "no triggered experiences yet" in text(at, "info")
     at.selectbox(key="triggers_event_type").set_value("IDENTITY").run()
     at.button(key="triggers_send").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert "Event IDENTITY recorded" in _text(at, "success")
-    assert "No deliveries for this guest yet" in _text(at, "caption") or "Waiting" in _text(at, "caption")
+    assert "Event IDENTITY recorded" in text(at, "success")
+    assert "No deliveries for this guest yet" in text(at, "caption") or "Waiting" in text(at, "caption")
