@@ -439,10 +439,11 @@ class ConnectionCaller:
         import httpx
 
         method, url, headers, body = build_request(connection, inputs)
-        outcome = CallOutcome(request=mask_request(method, url, headers, body))
+        outcome = CallOutcome(request={})  # masked once the final URL and headers are known
         try:
             target, outcome.via = self.routes.route(connection, url)
         except ValueError as exc:
+            outcome.request = mask_request(method, url, headers, body)
             outcome.error = str(exc)
             return outcome
         connect_s = _timeout_s(connection.get("connectionTimeout"))
@@ -467,12 +468,15 @@ class ConnectionCaller:
                     timeout=timeout,
                 )  # fmt: skip
         except _TokenFailed as exc:
+            outcome.request = outcome.request or mask_request(method, target, headers, body)
             outcome.error = str(exc)
         except (httpx.HTTPError, OSError, TimeoutError) as exc:
+            outcome.request = outcome.request or mask_request(method, target, headers, body)
             outcome.error = _describe(exc)
         else:
             outcome.status = response.status_code
-            outcome.headers = mask_headers(dict(response.headers))
+            # multi_items(), not dict(headers): httpx's Headers.__getitem__ scans every header per key
+            outcome.headers = mask_headers(dict(response.headers.multi_items()))
             text = response.text
             try:
                 parsed: Any = json.loads(text) if text.strip() else None
