@@ -50,6 +50,7 @@ __all__ = [
     "OwnsHttp",
     "RetryPolicy",
     "async_http",
+    "check_client_options",
     "connection_error",
     "http_response",
     "json_headers",
@@ -104,6 +105,14 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, float(when.timestamp()) - time.time())
+
+
+def check_client_options(timeout: float, retries: int) -> None:
+    """The checks every provider's client makes on its options, with one wording (``ConfigError``)."""
+    if timeout <= 0:
+        raise ConfigError(f"timeout must be positive seconds, got {timeout}")
+    if retries < 0:
+        raise ConfigError(f"retries must be 0 or more, got {retries}")
 
 
 def require_base_url(base_url: str | None, region: str | None = None) -> str:

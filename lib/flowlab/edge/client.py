@@ -48,6 +48,7 @@ from flowlab.http import (
     OwnsAsyncHttp,
     OwnsHttp,
     RetryPolicy,
+    check_client_options,
     connection_error,
     http_response,
     json_headers,
@@ -107,10 +108,7 @@ class _EdgeBase:
         retries: int,
         headers: Mapping[str, str] | None,
     ) -> None:
-        if timeout <= 0:
-            raise ConfigError(f"timeout must be positive seconds, got {timeout}")
-        if retries < 0:
-            raise ConfigError(f"retries must be 0 or more, got {retries}")
+        check_client_options(timeout, retries)
         if not base_url:
             raise ConfigError(
                 "no Edge base URL: pass base_url= (https://server.adobedc.net with credentials, "

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from flowlab.errors import APIResponseError, ConfigError
+from flowlab.errors import APIResponseError
 from flowlab.http import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -26,6 +26,7 @@ from flowlab.http import (
     OwnsAsyncHttp,
     OwnsHttp,
     RetryPolicy,
+    check_client_options,
     connection_error,
     http_response,
     json_headers,
@@ -47,10 +48,7 @@ class _Base:
         retries: int,
         headers: Mapping[str, str] | None,
     ) -> None:
-        if timeout <= 0:
-            raise ConfigError(f"timeout must be positive seconds, got {timeout}")
-        if retries < 0:
-            raise ConfigError(f"retries must be 0 or more, got {retries}")
+        check_client_options(timeout, retries)
         self.base_url = require_base_url(base_url, region)
         self.timeout = timeout
         self.retry = RetryPolicy(max_retries=retries)
