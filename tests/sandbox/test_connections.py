@@ -81,6 +81,29 @@ class Upstream:
                     )
                 elif parts.path == "/translate":
                     self.answer(200, [{"translations": [{"text": "Salut", "to": query.get("to")}]}])
+                elif parts.path == "/big":  # over the sandbox's 1 MiB limit for an answer
+                    self.answer(200, {"pad": "x" * (1024 * 1024 + 10)})
+                elif parts.path == "/drop":  # hangs up without a word
+                    self.close_connection = True
+                elif parts.path == "/drip":  # a byte every 0.2 s: each read is quick, the answer never ends
+                    self.send_response(200)
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    try:
+                        for _ in range(100):
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except OSError:
+                        pass
+                elif parts.path == "/cookie":
+                    data = json.dumps({"cookie": self.headers.get("Cookie")}).encode()
+                    self.send_response(200)
+                    self.send_header("Set-Cookie", "session=guest-a; Path=/")
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
                 elif parts.path.startswith("/status/"):
                     self.answer(int(parts.path.rsplit("/", 1)[1]), {"error": "as asked"})
                 else:
@@ -262,6 +285,34 @@ def test_a_socket_timeout_fails_the_flow_the_way_sitecore_records_it(
         failing = load(admin, "failing_flow", connection("Failing", f"{upstream.url}/status/503"))
         failed = call(fresh_sandbox, "failing_flow")
         assert failed.status_code == 500 and "HTTP 503" in failed.json()["message"] and failing
+
+
+def test_refused_dropped_oversized_and_dripping_systems_fail_with_clear_errors(
+    fresh_sandbox: SandboxServer, upstream: Upstream
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    quick = {"connectionTimeout": 300, "socketTimeout": 300}
+    cases = {
+        f"http://127.0.0.1:{closed_port}/x": "Connection refused",
+        f"{upstream.url}/drop": "Connection reset",
+        f"{upstream.url}/big": "the response is larger than the sandbox's limit of 1,048,576 bytes (HTTP 200)",
+        f"{upstream.url}/drip": "Read timed out",  # connect + socket timeout + 0.5 s in all
+    }
+    with SandboxAdmin(base_url=fresh_sandbox.url) as admin:
+        for i, (url, error) in enumerate(cases.items()):
+            ref = admin.add_connection(connection(f"Failing {i}", url, **quick))["ref"]
+            started = time.perf_counter()
+            tested = admin.test_connection(ref, {})
+            assert tested["error"] == error, (url, tested)
+            assert tested["response"]["status"] is None and time.perf_counter() - started < 3
+        # no cookie jar: what one call's answer set never rides along on the next (another guest's) call
+        ref = admin.add_connection(connection("Cookies", f"{upstream.url}/cookie"))["ref"]
+        first, second = admin.test_connection(ref, {}), admin.test_connection(ref, {})
+        assert first["response"]["body"] == second["response"]["body"] == {"cookie": None}
 
 
 def test_basic_oauth_and_custom_headers_are_sent_and_masked(

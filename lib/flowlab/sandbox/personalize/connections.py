@@ -5,8 +5,8 @@ connectionUrl, requestBody?}``, ``urlParameters`` / ``inputMappings`` (``${key}`
 the body), ``customHeaders``, ``auth``, ``outputMappings``, ``connectionTimeout`` / ``socketTimeout`` (ms).
 Guest code runs in worker processes and must not wait on a network: when a decision model reaches a
 connection node, the worker answers "needs connection N with these inputs" and the engine calls
-:meth:`ConnectionCaller.call` here (``httpx.AsyncClient``), then runs the model again with the answer
-supplied (``engine.py``). Other requests keep flowing meanwhile.
+:meth:`ConnectionCaller.call` here (aiohttp; the built-in mocks in process, over ASGI), then runs the model
+again with the answer supplied (``engine.py``). Other requests keep flowing meanwhile.
 
 * **Auth.** Sitecore's export never carries secrets and its OAuth keys are not public, so Flow Lab documents
   its own: ``{"authType": "NONE"}``; ``{"authType": "BASIC", "username", "password"}``;
@@ -33,6 +33,7 @@ import asyncio
 import base64
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import re
@@ -41,19 +42,21 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from flowlab.sandbox.errors import BadRequest
 from flowlab.sandbox.mocks import MockSystems
 from flowlab.sandbox.personalize.dmn import MASK
 
 if TYPE_CHECKING:  # imported where used: guest-code workers import this module (store.py) and never call
+    import aiohttp
     import httpx
 
 __all__ = [
     "AUTH_TYPES",
     "DEFAULT_TIMEOUT_MS",
     "KNOWN_SYSTEMS",
+    "MAX_RESPONSE_BYTES",
     "MAX_TIMEOUT_MS",
     "CallOutcome",
     "ConnectionCaller",
@@ -69,6 +72,8 @@ __all__ = [
 #: ``connectionTimeout`` / ``socketTimeout`` when a connection gives none (what Sitecore's demo uses).
 DEFAULT_TIMEOUT_MS: Final = 1000
 MAX_TIMEOUT_MS: Final = 60_000
+#: a system's answer above this fails the call (the sandbox keeps answers in traces; 1 MiB, like its bodies)
+MAX_RESPONSE_BYTES: Final = 1024 * 1024
 AUTH_TYPES: Final = ("NONE", "BASIC", "OAUTH2")
 #: hosts of real systems the demo calls -> the mock that answers for them (``flowlab.sandbox.mocks``)
 KNOWN_SYSTEMS: Final = {
@@ -280,7 +285,7 @@ def build_request(
         for h in connection.get("customHeaders") or []
         if isinstance(h, Mapping) and h.get("name")
     }
-    headers.pop("Accept-Encoding", None)  # httpx negotiates its own encodings
+    headers.pop("Accept-Encoding", None)  # the client negotiates its own encodings
     if body is not None and not any(k.lower() == "content-type" for k in headers):
         headers["Content-Type"] = "application/json"
     return method, url, headers, body
@@ -392,34 +397,121 @@ class CallOutcome:
         }
 
 
+@dataclass(frozen=True)
+class _Reply:
+    """What came back from a system: status, headers (last value per name) and the body's text."""
+
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class _TooLarge(Exception):
+    """The system answered more than ``MAX_RESPONSE_BYTES``; the message says so."""
+
+
+class _Pool:
+    """One event loop's clients: aiohttp for systems on the network, httpx over ASGI for the built-in mocks.
+
+    aiohttp directly, not httpx on an aiohttp transport: a call costs the loop about a third as much
+    (``bench/connections.py``), and a connection-bound flow is limited by exactly that loop. The mocks live
+    in this process and are reached without a socket.
+    """
+
+    def __init__(self, mocks: MockSystems) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._mocks = mocks
+        self._session: aiohttp.ClientSession | None = None
+        self._asgi: httpx.AsyncClient | None = None
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        connect_s: float,
+        read_s: float,
+    ) -> _Reply:
+        if url.startswith(_MOCK_BASE):
+            return await self._send_mock(method, url, headers, body, connect_s, read_s)
+        import aiohttp
+
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=200, limit_per_host=0, ttl_dns_cache=300)
+            # no cookie jar: one guest's cookies must never ride along on another guest's call
+            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                                  trust_env=False)  # fmt: skip
+        # sock_read bounds each wait for data; total bounds a system that drips its answer byte by byte
+        timeout = aiohttp.ClientTimeout(
+            total=connect_s + read_s + 0.5, connect=connect_s, sock_connect=connect_s, sock_read=read_s
+        )
+        async with self._session.request(
+            method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False
+        ) as response:
+            raw = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                raw += chunk
+                if len(raw) > MAX_RESPONSE_BYTES:
+                    raise _TooLarge(
+                        f"the response is larger than the sandbox's limit of {MAX_RESPONSE_BYTES:,} bytes "
+                        f"(HTTP {response.status})"
+                    )
+            text = raw.decode(response.charset or "utf-8", errors="replace")
+            return _Reply(response.status, dict(response.headers), text)
+
+    async def _send_mock(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        connect_s: float,
+        read_s: float,
+    ) -> _Reply:
+        import httpx
+
+        if self._asgi is None:
+            self._asgi = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._mocks.asgi), trust_env=False,
+                                           follow_redirects=False)  # fmt: skip
+        # the in-process mocks have no sockets, so their latency knob is bounded here
+        async with asyncio.timeout(read_s):
+            response = await self._asgi.request(method, url, headers=dict(headers), content=body)
+        # multi_items(), not dict(headers): httpx's Headers.__getitem__ scans every header per key
+        return _Reply(response.status_code, dict(response.headers.multi_items()), response.text)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._asgi is not None:
+            await self._asgi.aclose()
+        self._session = self._asgi = None
+
+
 class ConnectionCaller:
     """Performs connection calls for one sandbox: routing, auth (OAuth tokens cached), timeouts, masking."""
 
     def __init__(self, *, mocks: MockSystems | None = None, routes: Routes | None = None) -> None:
         self.mocks = mocks or MockSystems()
         self.routes = routes or Routes()
-        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+        self._pools: dict[int, _Pool] = {}
         self._tokens: dict[str, tuple[str, float]] = {}
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         #: OAuth token requests made (tests check that tokens are cached)
         self.token_requests = 0
 
-    def _client(self) -> httpx.AsyncClient:
-        import httpx
-
+    def _pool(self) -> _Pool:
         loop = asyncio.get_running_loop()
-        held = self._clients.get(id(loop))
-        if held is None or held[0] is not loop or held[0].is_closed():
-            from httpx_aiohttp import AiohttpTransport
-
-            limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-            mounts = {"http://flowlab-sandbox": httpx.ASGITransport(app=self.mocks.asgi)}
-            client = httpx.AsyncClient(trust_env=False, follow_redirects=False, mounts=mounts, limits=limits,
-                                       transport=AiohttpTransport(limits=limits))  # fmt: skip
-            self._clients = {k: v for k, v in self._clients.items() if not v[0].is_closed()}
-            self._clients[id(loop)] = (loop, client)
-            return client
-        return held[1]
+        pool = self._pools.get(id(loop))
+        if pool is None or pool.loop is not loop or loop.is_closed():
+            pool = _Pool(self.mocks)
+            self._pools = {k: v for k, v in self._pools.items() if not v.loop.is_closed()}
+            self._pools[id(loop)] = pool
+        return pool
 
     def call_sync(self, connection: Mapping[str, Any], inputs: Mapping[str, Any]) -> CallOutcome:
         """:meth:`call` for a thread without an event loop (``Engine.execute``)."""
@@ -428,16 +520,14 @@ class ConnectionCaller:
             try:
                 return await self.call(connection, inputs)
             finally:
-                held = self._clients.pop(id(asyncio.get_running_loop()), None)
-                if held is not None:
-                    await held[1].aclose()
+                pool = self._pools.pop(id(asyncio.get_running_loop()), None)
+                if pool is not None:
+                    await pool.aclose()
 
         return asyncio.run(once())
 
     async def call(self, connection: Mapping[str, Any], inputs: Mapping[str, Any]) -> CallOutcome:
         """Call the connection with these input values; never raises for the connection's own failures."""
-        import httpx
-
         method, url, headers, body = build_request(connection, inputs)
         outcome = CallOutcome(request={})  # masked once the final URL and headers are known
         try:
@@ -448,7 +538,6 @@ class ConnectionCaller:
             return outcome
         connect_s = _timeout_s(connection.get("connectionTimeout"))
         read_s = _timeout_s(connection.get("socketTimeout"))
-        timeout = httpx.Timeout(connect=connect_s, read=read_s, write=read_s, pool=connect_s)
         started = time.perf_counter()
         try:
             auth = connection.get("auth") or {}
@@ -457,36 +546,31 @@ class ConnectionCaller:
                 pair = f"{auth.get('username') or ''}:{auth.get('password') or ''}".encode()
                 headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
             elif kind == "OAUTH2":
-                token = await self._token(connection, auth, url, outcome.via, timeout)
+                token = await self._token(connection, auth, outcome.via, connect_s, read_s)
                 headers["Authorization"] = f"Bearer {token}"
             outcome.request = mask_request(method, target, headers, body)
-            async with asyncio.timeout(
-                connect_s + read_s + 0.5
-            ):  # the in-process mocks have no socket timeouts
-                response = await self._client().request(
-                    method, target, headers=headers, content=body.encode() if body is not None else None,
-                    timeout=timeout,
-                )  # fmt: skip
-        except _TokenFailed as exc:
+            reply = await self._pool().send(
+                method, target, headers, body.encode() if body is not None else None, connect_s, read_s
+            )
+        except (_TokenFailed, _TooLarge) as exc:
             outcome.request = outcome.request or mask_request(method, target, headers, body)
             outcome.error = str(exc)
-        except (httpx.HTTPError, OSError, TimeoutError) as exc:
+        except _failures() as exc:
             outcome.request = outcome.request or mask_request(method, target, headers, body)
             outcome.error = _describe(exc)
         else:
-            outcome.status = response.status_code
-            # multi_items(), not dict(headers): httpx's Headers.__getitem__ scans every header per key
-            outcome.headers = mask_headers(dict(response.headers.multi_items()))
-            text = response.text
+            outcome.status = reply.status
+            outcome.headers = mask_headers(reply.headers)
+            text = reply.text
             try:
                 parsed: Any = json.loads(text) if text.strip() else None
             except ValueError:
                 parsed = None
-                if response.is_success:
-                    outcome.error = f"the response is not JSON (HTTP {response.status_code}): {text[:120]!r}"
+                if reply.ok:
+                    outcome.error = f"the response is not JSON (HTTP {reply.status}): {text[:120]!r}"
             outcome.body = parsed if parsed is not None else text
-            if not response.is_success:
-                outcome.error = f"HTTP {response.status_code} from the connection"
+            if not reply.ok:
+                outcome.error = f"HTTP {reply.status} from the connection"
             elif outcome.error is None:
                 outcome.value = {array_reference(connection): parsed} if isinstance(parsed, list) else parsed
         outcome.latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -496,13 +580,11 @@ class ConnectionCaller:
         self,
         connection: Mapping[str, Any],
         auth: Mapping[str, Any],
-        url: str,
         via: str,
-        timeout: httpx.Timeout,
+        connect_s: float,
+        read_s: float,
     ) -> str:
         """An OAuth 2.0 client_credentials token, from the cache until it expires."""
-        import httpx  # noqa: F401  (the client's own)
-
         token_url = str(auth.get("accessTokenUrl") or "")
         client_id, secret = str(auth.get("clientId") or ""), str(auth.get("clientSecret") or "")
         scope = str(auth.get("scope") or "")
@@ -536,26 +618,22 @@ class ConnectionCaller:
             form = {"grant_type": "client_credentials"}
             if scope:
                 form["scope"] = scope
-            headers = {"Accept": "application/json"}
+            headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
             if in_body:
                 form.update(client_id=client_id, client_secret=secret)
             else:
                 pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
                 headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
             self.token_requests += 1
-            response = await self._client().post(target, data=form, headers=headers, timeout=timeout)
+            reply = await self._pool().send(
+                "POST", target, headers, urlencode(form).encode(), connect_s, read_s
+            )
             try:
-                data = response.json()
+                data = json.loads(reply.text)
             except ValueError:
                 data = None
-            if (
-                not response.is_success
-                or not isinstance(data, dict)
-                or not isinstance(data.get("access_token"), str)
-            ):
-                raise _TokenFailed(
-                    f"OAuth 2.0 token request failed: HTTP {response.status_code} from the token URL"
-                )
+            if not reply.ok or not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
+                raise _TokenFailed(f"OAuth 2.0 token request failed: HTTP {reply.status} from the token URL")
             expires = data.get("expires_in", 3600)
             seconds = (
                 float(expires)
@@ -569,19 +647,19 @@ class ConnectionCaller:
             return str(data["access_token"])
 
     async def aclose(self) -> None:
-        for loop, client in list(self._clients.values()):
-            if loop is asyncio.get_running_loop():
-                await client.aclose()
-        self._clients.clear()
+        for pool in list(self._pools.values()):
+            if pool.loop is asyncio.get_running_loop():
+                await pool.aclose()
+        self._pools.clear()
 
     def close_from_outside(self, timeout: float = 5.0) -> None:
         """Close every pool on its own (running) loop, from another thread: the server calls this before it
         stops, since a pool left open on a stopped loop is an unclosed aiohttp session when it is collected."""
-        for loop, client in list(self._clients.values()):
-            if loop.is_running() and not loop.is_closed():
+        for pool in list(self._pools.values()):
+            if pool.loop.is_running() and not pool.loop.is_closed():
                 with contextlib.suppress(Exception):  # a pool that cannot close cleanly still gets dropped
-                    asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout)
-        self._clients.clear()
+                    asyncio.run_coroutine_threadsafe(pool.aclose(), pool.loop).result(timeout)
+        self._pools.clear()
 
 
 class _TokenFailed(Exception):
@@ -594,11 +672,21 @@ def _timeout_s(value: Any) -> float:
     return min(float(value), MAX_TIMEOUT_MS) / 1000
 
 
-def _describe(exc: BaseException) -> str:
-    """Java's words for a failed call, as Sitecore records them (``Read timed out``)."""
+@functools.cache
+def _failures() -> tuple[type[BaseException], ...]:
+    """What a failed call raises (imported on first use: guest-code workers import this module too)."""
+    import aiohttp
     import httpx
 
-    if isinstance(exc, httpx.ConnectTimeout):
+    return (httpx.HTTPError, aiohttp.ClientError, OSError, TimeoutError)
+
+
+def _describe(exc: BaseException) -> str:
+    """Java's words for a failed call, as Sitecore records them (``Read timed out``)."""
+    import aiohttp
+    import httpx
+
+    if isinstance(exc, httpx.ConnectTimeout | aiohttp.ConnectionTimeoutError):
         return "connect timed out"
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return "Read timed out"
@@ -606,9 +694,9 @@ def _describe(exc: BaseException) -> str:
     while cause is not None:
         if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
             return "Connection refused"
-        if isinstance(cause, ConnectionResetError):
+        if isinstance(cause, ConnectionResetError | aiohttp.ServerDisconnectedError):
             return "Connection reset"
         cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, httpx.ConnectError | aiohttp.ClientConnectorError):
         return f"connect failed: {exc}" if str(exc) else "connect failed"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
