@@ -191,3 +191,21 @@ def test_cors_preflight_is_allowed(sandbox: SandboxServer) -> None:
     )
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_a_stopped_sandbox_leaves_no_tenant_behind() -> None:
+    """A stopped sandbox's tenant (guests, tracking, compiled flows) is freed once nothing holds the server.
+
+    FastAPI keeps endpoint callables in module-level LRU caches (4,096 entries), and the sandbox's endpoints
+    are closures over its engine: without care, each stopped sandbox stayed alive, which grew the test
+    process to ~4 GB and made each full collection take seconds.
+    """
+    import gc
+    import weakref
+
+    with SandboxServer() as server:
+        assert httpx.get(f"{server.url}/sandbox/info").status_code == 200
+        tenant = weakref.ref(server.app.tenant)
+    del server
+    gc.collect()
+    assert tenant() is None, [type(r).__qualname__ for r in gc.get_referrers(tenant())]

@@ -171,6 +171,7 @@ class SandboxServer:
         if self._sock is not None:
             self._sock.close()
         self._server = self._thread = self._sock = None
+        _forget_endpoints()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -179,6 +180,19 @@ class SandboxServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _forget_endpoints() -> None:
+    """Let a stopped sandbox be freed: FastAPI memoizes facts about endpoint callables in module-level LRU
+    caches (4,096 entries, keyed by the callable), and the sandbox's endpoints close over its engine, so each
+    stopped sandbox stayed alive with its whole tenant (a test process grew to ~4 GB). Clearing costs the
+    live apps one re-check per route."""
+    from fastapi.dependencies import models
+
+    for value in vars(models).values():
+        clear = getattr(value, "cache_clear", None)
+        if callable(clear):
+            clear()
 
 
 def serve(**kwargs: Any) -> SandboxServer:
