@@ -23,6 +23,8 @@ probability ``propensity × conversionLift``.
 from __future__ import annotations
 
 import base64
+import functools
+import pickle
 import random
 import unicodedata
 import uuid
@@ -1106,11 +1108,19 @@ def demo_tenant(*, seed: int = 7, n_guests: int = 1200) -> DemoTenant:
     """The demo tenant, built fresh on every call (callers may mutate it).
 
     Definitions (points of sale, offers, decision models, flows) never depend on ``seed``; guests do, except
-    the ``PERSONAS``, which come first. ``n_guests`` counts the personas, which are always included.
+    the ``PERSONAS``, which come first. ``n_guests`` counts the personas, which are always included. A call
+    unpickles a copy of the first build for its arguments: ~15× cheaper than generating 1,200 guests again,
+    and every sandbox start and reset makes one.
     """
     if n_guests < 0:
         raise ValueError(f"n_guests must be 0 or more, not {n_guests}")
-    return DemoTenant(
+    demo: DemoTenant = pickle.loads(_demo_pickle(seed, n_guests))
+    return demo
+
+
+@functools.lru_cache(maxsize=4)
+def _demo_pickle(seed: int, n_guests: int) -> bytes:
+    built = DemoTenant(
         client_key=DEMO_CLIENT_KEY,
         points_of_sale=_points_of_sale(),
         offers=[*_hero_offers(), *_incentive_offers(), *_product_offers()],
@@ -1118,3 +1128,4 @@ def demo_tenant(*, seed: int = 7, n_guests: int = 1200) -> DemoTenant:
         flows=_flows(),
         guests=_guests(seed, n_guests),
     )
+    return pickle.dumps(built, protocol=pickle.HIGHEST_PROTOCOL)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import pickle
 import random
 import re
 import threading
@@ -177,6 +178,7 @@ class Tenant:
         self.runtime = runtime or ScriptRuntime()
         self._lock = threading.RLock()
         self._demo = demo
+        self._demo_pickle: bytes | None = None
         #: content key of a script or template -> why it is quarantined. Keyed by content, not by the
         #: compiled object, so posting the same code again keeps it; kept across resets.
         self.quarantine: OrderedDict[str, str] = OrderedDict()
@@ -189,8 +191,12 @@ class Tenant:
 
     def reset(self) -> None:
         """Back to the demo data: definitions, guests, and no tracking or traces."""
-        demo = self._demo or demo_tenant()
-        self._demo = demo
+        if self._demo is None:
+            demo = demo_tenant()  # a fresh copy each time: nothing below needs to copy it again
+        else:  # a caller's demo: kept pristine, copied (pickled once, unpickled per reset)
+            if self._demo_pickle is None:
+                self._demo_pickle = pickle.dumps(self._demo, protocol=pickle.HIGHEST_PROTOCOL)
+            demo = pickle.loads(self._demo_pickle)
         with self._lock:
             self.client_key = demo.client_key
             self.points_of_sale: dict[str, dict[str, Any]] = {p["name"]: dict(p) for p in demo.points_of_sale}
@@ -210,13 +216,13 @@ class Tenant:
             self.sessions: dict[tuple[str, str, str], tuple[str, float]] = {}
             self.traces: OrderedDict[str, bytes] = OrderedDict()
             for offer in demo.offers:
-                self.add_offer(copy.deepcopy(offer))
+                self.add_offer(offer)
             for model in demo.decision_models:
-                self.add_decision_model(copy.deepcopy(model))
+                self.add_decision_model(model)
             for flow in demo.flows:
-                self.add_flow(copy.deepcopy(flow))
+                self.add_flow(flow)
             for guest in demo.guests:
-                self._index_guest(copy.deepcopy(guest))
+                self._index_guest(guest)
             #: connections, offer templates and decision templates of imported exports, by kind and ref
             self.library: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in LIBRARY_KINDS}
             if self._kept_imports:
