@@ -37,7 +37,7 @@ def _table(at: Any, column: str) -> Any:
 @pytest.fixture
 def app_sandbox() -> Iterator[SandboxAdmin]:
     """The app's sandbox (shared by every AppTest of the process) with the demo export imported; reset after."""
-    with SandboxAdmin(base_url=sandbox_server().url) as admin:
+    with SandboxAdmin(base_url=sandbox_server().url, timeout=30) as admin:
         admin.import_export(demo_zip())
         yield admin
         admin.reset()
@@ -92,7 +92,7 @@ def test_another_input_reaches_the_request(app_sandbox: SandboxAdmin) -> None:
 
 
 def test_an_empty_sandbox_says_how_to_import() -> None:
-    with SandboxAdmin(base_url=sandbox_server().url) as admin:
+    with SandboxAdmin(base_url=sandbox_server().url, timeout=30) as admin:
         admin.reset()  # the demo data has no connections
     at = connections_page()
     info = text(at, "info")

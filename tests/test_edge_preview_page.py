@@ -28,7 +28,7 @@ def test_lena_shows_audience_names_and_attributes() -> None:
     at = _edge("app_pages/edge_preview.py")
     # The app's sandbox is shared by every AppTest of this process: an earlier Edge batch may have made
     # Lena a member already ("Already a member", not "same-page"). Start her from the demo data.
-    with SandboxAdmin(base_url=sandbox_server().url) as admin:
+    with SandboxAdmin(base_url=sandbox_server().url, timeout=30) as admin:
         admin.reset()
     assert "SANDBOX" in text(at.sidebar, "markdown") or at.sidebar.selectbox(key="edge_target_name")
     at.button(key="edge_call").click().run()

@@ -31,7 +31,7 @@ def sandbox_page() -> Iterator[AppTest]:
     at.switch_page("app_pages/sandbox.py").run()
     assert not at.exception
     yield at
-    with SandboxAdmin(base_url=sandbox_server().url) as admin:
+    with SandboxAdmin(base_url=sandbox_server().url, timeout=30) as admin:
         admin.reset()
 
 

@@ -33,8 +33,12 @@ def _deliveries(at: AppTest, count: int = 1, timeout: float = 10.0) -> Any:
 
 @pytest.fixture
 def triggers_page() -> Iterator[AppTest]:
-    """The Triggers page on the app's sandbox with the demo export imported; the sandbox is reset after."""
-    with SandboxAdmin(base_url=sandbox_server().url) as admin:
+    """The Triggers page on the app's sandbox with the demo export imported; the sandbox is reset after.
+
+    The app's sandbox shares this process with AppTest's script threads, so an admin call waits its turn
+    for the GIL: 30 s, not the client's 10 s default (a teardown's reset once took longer on a loaded CI
+    machine)."""
+    with SandboxAdmin(base_url=sandbox_server().url, timeout=30) as admin:
         admin.reset()  # a delivery from another test's session close would show up here
         admin.import_export(demo_zip("sitecore-demo", "sitecore-demo-triggered", top="export"))
         at = AppTest.from_file(APP, default_timeout=60).run()
@@ -84,7 +88,7 @@ def test_a_custom_event_fires_the_subscribe_flow(triggers_page: AppTest) -> None
 
 
 def test_an_identity_event_without_triggered_flows_says_how_to_import() -> None:
-    with SandboxAdmin(base_url=sandbox_server().url) as admin:
+    with SandboxAdmin(base_url=sandbox_server().url, timeout=30) as admin:
         admin.reset()
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("app_pages/triggers.py").run()
