@@ -216,7 +216,7 @@ def test_cli_edge_batch_writes_a_csv_with_segments(sample_csv: Path, tmp_path: P
         capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "300 guests: 300 ok, 0 failed" in done.stderr and "Traceback" not in done.stderr
+    assert "300 identities: 300 ok, 0 failed" in done.stderr and "Traceback" not in done.stderr
     with out.open(newline="") as f:
         records = list(csv.DictReader(f))
     assert len(records) == 300 and all(orjson.loads(r["segments"]) for r in records)

@@ -232,6 +232,8 @@ class BatchSummary:
     output: Path | None = None
     in_flight_before: int = 0
     budget_line: str = ""
+    #: what a row is: "guest" (callFlows) or "identity" (AEP Edge)
+    noun: str = "guest"
 
     @property
     def missing(self) -> int:
@@ -243,9 +245,8 @@ class BatchSummary:
         errors = ", ".join(
             f"{k or 'other'} {v:,}" for k, v in sorted(self.errors_by_type.items(), key=lambda kv: -kv[1])
         )
-        text = (
-            f"{self.total:,} guest{'' if self.total == 1 else 's'}: {self.ok:,} ok, {self.failed:,} failed"
-            + (f" ({errors})" if errors else "")
+        text = f"{_count(self.total, self.noun)}: {self.ok:,} ok, {self.failed:,} failed" + (
+            f" ({errors})" if errors else ""
         )
         text += f"; {self.called:,} called in {self.elapsed_s:.1f} s ({self.rps:,.0f}/s)"
         if self.retries or self.retries_denied:
@@ -659,6 +660,7 @@ class _Runner:
             retries_denied=self.budget.denied,
             cancelled=cancelled,
             in_flight_before=self.in_flight_before,
+            noun=_noun(self.store.meta.provider),
         )
 
 
@@ -706,10 +708,15 @@ class ResumeState:
     done: int
     to_call: int
     in_flight: int
+    noun: str = "guest"
 
     def describe(self) -> str:
         """One line for a terminal or the app, said before the resumed run calls anyone."""
-        text = f"resuming: {self.done:,} of {self.total:,} guests have a result; calling the {self.to_call:,} left"
+        have = "has" if self.done == 1 else "have"
+        text = (
+            f"resuming: {self.done:,} of {_count(self.total, self.noun)} {have} a result; "
+            f"calling the {self.to_call:,} left"
+        )
         if self.in_flight:
             were = "was" if self.in_flight == 1 else "were"
             text += (
@@ -729,7 +736,19 @@ def resume_state(path: str | Path, *, only_failed: bool = False) -> ResumeState 
         done = store.done_rows()
         skip = done - store.failed_rows() if only_failed else done
         marks = store.in_flight_rows() - skip
-    return ResumeState(total, len(done), max(total - len(skip), 0), len(marks))
+        noun = _noun(store.meta.provider)
+    return ResumeState(total, len(done), max(total - len(skip), 0), len(marks), noun)
+
+
+def _noun(provider: str) -> str:
+    return "identity" if provider == "edge" else "guest"
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 guest``, ``300 guests``, ``2 identities``."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n:,} " + (noun[:-1] + "ies" if noun.endswith("y") else noun + "s")
 
 
 def store_path_for(out: str | Path) -> Path:
