@@ -271,7 +271,9 @@ def test_a_socket_timeout_fails_the_flow_the_way_sitecore_records_it(
         reply = call(fresh_sandbox, "slow_flow")
         elapsed = time.perf_counter() - started
         assert reply.status_code == 500 and "Read timed out" in reply.json()["message"]
-        assert elapsed < 2.5  # the 300 ms socket timeout, not the upstream's 3 s (a loaded CI machine is slow)
+        assert (
+            elapsed < 2.5
+        )  # the 300 ms socket timeout, not the upstream's 3 s (a loaded CI machine is slow)
         calls = trace(fresh_sandbox, reply)["connections"]
         assert calls[0]["error"] == "Read timed out" and calls[0]["status"] is None
         assert 290 <= calls[0]["latencyMs"] < 1500, calls[0]  # the call itself ended at its socket timeout
@@ -497,3 +499,51 @@ def test_a_stopped_sandbox_closes_its_connection_pool(upstream: Upstream) -> Non
         assert call(server, "pool_flow").status_code == 200
         assert open_sessions() - before  # the call went through a pooled session
     assert not open_sessions() - before
+
+
+def test_a_connection_that_starts_its_model_is_called_once_and_never_past_a_failing_condition(
+    fresh_sandbox: SandboxServer, upstream: Upstream
+) -> None:
+    """The engine calls a model's leading connection before the first worker trip (one round trip less):
+    the answer and trace are the same, it is called once, and never for a variant whose condition fails."""
+    lead = connection("Leading call", f"{upstream.url}/lead", inputMappings=[{"key": "k", "mapping": '"v"'}])
+    lead["request"] = {"requestType": "POST", "connectionUrl": f"{upstream.url}/lead",
+                       "requestBody": '{"k": "${k}"}'}  # fmt: skip
+    with SandboxAdmin(base_url=fresh_sandbox.url) as admin:
+        stored = admin.add_connection(lead)
+        model = {
+            "ref": "lead-model", "name": "Lead model", "nodes": [
+                {"id": "call", "name": "Call first", "type": "connection", "outputReference": "answer",
+                 "connection": {**lead, "ref": stored["ref"]}},
+                {"id": "read", "name": "Read it", "type": "programmable", "outputReference": "seen",
+                 "source": "(function () { return answer.body; })();", "requires": ["call"]},
+            ],
+        }  # fmt: skip
+        admin.load_decision_model(model)
+        for friendly_id, condition in (
+            ("lead_open", None),
+            ("lead_gated", "(function () { return false; })();"),
+        ):
+            tasks: list[dict[str, Any]] = [
+                {"implementation": "decisionModelTask", "input": {"decisionModelRefs": ["lead-model"]}},
+                {"implementation": "templateRenderTask",
+                 "input": {"template": '{"seen": ${toJSON(getDecisionModelResultNode("Read it").outputs[0].seen)}}'}},
+            ]  # fmt: skip
+            if condition:
+                tasks.insert(0, {"implementation": "conditionsTask", "input": {"rules": [
+                    {"id": "scriptCondition", "friendlyId": "gate", "ruleData": {"expression": condition}}]}})  # fmt: skip
+            admin.load_flow({
+                "friendlyId": friendly_id, "name": friendly_id, "type": "INTERACTIVE_API_FLOW", "status": "LIVE",
+                "variants": [{"ref": f"{friendly_id}_v", "name": "Only", "isControl": True, "tasks": tasks}],
+                "traffic": {"splits": [{"ref": f"{friendly_id}_v", "split": 100}]},
+            })  # fmt: skip
+    before = len(upstream.seen("/lead"))
+    reply = call(fresh_sandbox, "lead_open")
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"seen": '{"k": "v"}'}  # the echo of what was sent, read by the next node
+    assert len(upstream.seen("/lead")) == before + 1
+    calls = trace(fresh_sandbox, reply)["connections"]
+    assert [(c["node"], c["inputs"], c["status"]) for c in calls] == [("Call first", {"k": "v"}, 200)]
+    gated = call(fresh_sandbox, "lead_gated")
+    assert len(upstream.seen("/lead")) == before + 1, gated.text  # the condition failed: nobody was called
+    assert not trace(fresh_sandbox, gated).get("connections")

@@ -573,6 +573,17 @@ class DecisionModel:
         """(node name, connection JSON with secrets masked) of the connection nodes."""
         return [(n.name, n.connection) for n in self._nodes if isinstance(n, _Connection)]
 
+    def leading_call(self) -> tuple[str, str, dict[str, Any]] | None:
+        """(node id, node name, input values) of the connection node evaluation stops at first, when that is
+        known before any node runs: the model's first node in evaluation order, a connection that depends on
+        no node and whose inputs are all literals (or empty). Else None."""
+        first = self._nodes[0] if self._nodes else None
+        if not isinstance(first, _Connection) or first.depends_on:
+            return None
+        if any(path is not None for _, path, _ in first.inputs):
+            return None
+        return first.id, first.name, {key: literal for key, _, literal in first.inputs}
+
     def connection_node(self, node_id: str) -> tuple[str, str, Mapping[str, Any]] | None:
         """(node name, output reference, connection JSON) of a connection node, by id."""
         for n in self._nodes:
