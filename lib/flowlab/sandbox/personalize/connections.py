@@ -438,7 +438,7 @@ class _Pool:
         read_s: float,
     ) -> _Reply:
         if url.startswith(_MOCK_BASE):
-            return await self._send_mock(method, url, headers, body, connect_s, read_s)
+            return await self._send_mock(method, url, headers, body, read_s)
         import aiohttp
 
         if self._session is None:
@@ -464,15 +464,8 @@ class _Pool:
             text = raw.decode(response.charset or "utf-8", errors="replace")
             return _Reply(response.status, dict(response.headers), text)
 
-    async def _send_mock(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        connect_s: float,
-        read_s: float,
-    ) -> _Reply:
+    async def _send_mock(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+                         read_s: float) -> _Reply:  # fmt: skip
         import httpx
 
         if self._asgi is None:
