@@ -1,14 +1,16 @@
-"""Helpers the AppTest page tests share: an element kind's text, and the demo export as a user zips it."""
+"""Helpers the AppTest page tests share: an element kind's text, the demo export as a user zips it, and
+waiting for a Batch page run to end."""
 
 from __future__ import annotations
 
 import io
 import re
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FIXTURES", "demo_zip", "text"]
+__all__ = ["FIXTURES", "demo_zip", "text", "wait_for_batch"]
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -35,3 +37,13 @@ def demo_zip(*folders: str, top: str | None = None) -> bytes:
                 )
                 archive.write(path, name)
     return buffer.getvalue()
+
+
+def wait_for_batch(at: Any, what: str = "the batch") -> None:
+    """Re-run the page until its run ends (no Cancel button left), at most 60 s; the page shows no exception."""
+    deadline = time.monotonic() + 60
+    while any(b.key == "batch_cancel" for b in at.button):
+        assert time.monotonic() < deadline, f"{what} did not finish in time"
+        time.sleep(0.3)
+        at.run()
+    assert not at.exception, at.exception

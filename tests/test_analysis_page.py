@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
+from pagetext import wait_for_batch
 from streamlit.testing.v1 import AppTest
 
 from flowlab.analysis.planning import sample_size
@@ -43,12 +43,7 @@ def run_batch(at: AppTest, n: int, *, seed: int = 42, **text: str) -> None:
     at.run()
     at.button(key="batch_start").click()
     at.run()
-    deadline = time.monotonic() + 60
-    while any(b.key == "batch_cancel" for b in at.button):
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
-        at.run()
-    assert not at.exception, at.exception
+    wait_for_batch(at)
 
 
 def analysis(at: AppTest) -> AppTest:

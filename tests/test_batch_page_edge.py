@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pagetext import wait_for_batch
 from streamlit.testing.v1 import AppTest
 
 from flowlab.batch.runlog import RunLog, load_results
@@ -29,15 +30,6 @@ def edge_batch_page() -> AppTest:
     return at
 
 
-def wait_for_the_run(at: AppTest) -> None:
-    deadline = time.monotonic() + 60
-    while any(b.key == "batch_cancel" for b in at.button):
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
-        at.run()
-    assert not at.exception, at.exception
-
-
 def test_an_edge_batch_of_300_identities_runs_and_opens_in_analysis() -> None:
     at = edge_batch_page()
     assert at.number_input(key="batch_edge_n").value == 5000  # the default size
@@ -52,7 +44,7 @@ def test_an_edge_batch_of_300_identities_runs_and_opens_in_analysis() -> None:
     assert start.label == "Run 300 identities" and not start.disabled
     start.click()
     at.run()
-    wait_for_the_run(at)
+    wait_for_batch(at)
     assert any(s.startswith("Done: 300 guests, 300 ok") for s in texts(at.success))
     (record,) = RunLog().runs()
     run = load_results(record.path)
@@ -83,7 +75,7 @@ def test_without_a_token_and_with_a_wrong_csv() -> None:
     assert any(s.startswith("All 1 rows are valid.") for s in texts(at.success))
     at.button(key="batch_start").click()
     at.run()
-    wait_for_the_run(at)
+    wait_for_batch(at)
     (record,) = RunLog().runs()
     run = load_results(record.path)
     assert run["ok"].all() and run["segments"].map(len).iloc[0] > 0
@@ -104,14 +96,14 @@ def test_an_edge_batch_cancels_and_resumes() -> None:
     at.run()
     at.button(key="batch_cancel").click()
     at.run()
-    wait_for_the_run(at)
+    wait_for_batch(at)
     (record,) = RunLog().runs()
     assert record.status == "cancelled" and 0 < record.done < 400
     at.number_input(key="batch_rps").set_value(0.0)
     at.run()
     at.button(key="batch_resume").click()
     at.run()
-    wait_for_the_run(at)
+    wait_for_batch(at)
     assert any(s.startswith("Done: 400 guests, 400 ok") for s in texts(at.success))
     run = load_results(record.path)
     assert len(run) == 400 and run["guest"].is_unique and run["ok"].all()

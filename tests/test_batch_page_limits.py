@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pagetext import wait_for_batch
 from streamlit.testing.v1 import AppTest
 
 from flowlab.admin import SandboxAdmin
@@ -102,12 +103,7 @@ def test_an_interrupted_run_says_how_many_were_in_flight_and_resume_calls_them_a
 
     at.button(key="batch_resume").click()
     at.run()
-    deadline = time.monotonic() + 60
-    while any(b.key == "batch_cancel" for b in at.button):
-        assert time.monotonic() < deadline, "the resume did not finish in time"
-        time.sleep(0.3)
-        at.run()
-    assert not at.exception, at.exception
+    wait_for_batch(at, "the resume")
     assert f"Done: {GUESTS:,} guests, {GUESTS:,} ok." in texts(at.success)
     assert any(
         f"; {in_flight:,} in flight at the last stop were called again" in c for c in texts(at.caption)

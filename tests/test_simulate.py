@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from pagetext import wait_for_batch
 from streamlit.testing.v1 import AppTest
 
 from flowlab.__main__ import EXIT_USAGE, main
@@ -203,12 +203,7 @@ def _app_batch(at: AppTest, flow: str, *, simulate: bool, n: int = 300) -> None:
     at.run()
     at.button(key="batch_start").click()
     at.run()
-    deadline = time.monotonic() + 60
-    while any(b.key == "batch_cancel" for b in at.button):
-        assert time.monotonic() < deadline, "the batch did not finish in time"
-        time.sleep(0.3)
-        at.run()
-    assert not at.exception, at.exception
+    wait_for_batch(at)
 
 
 def test_the_batch_page_simulates_a_draft_and_analysis_compares_it_with_live() -> None:
