@@ -23,7 +23,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from flowlab.personalize.export import postman_collection
 from flowlab.redaction import redact_url
-from flowlab.sandbox.personalize.connections import build_request, mask_headers, mask_url
+from flowlab.sandbox.personalize.connections import (
+    build_request,
+    mask_headers,
+    mask_url,
+    rewrite_json_strings,
+)
 
 __all__ = [
     "PENDING",
@@ -273,28 +278,15 @@ def _url_variables(url: str, variables: dict[str, str]) -> str:
 
 
 def _body_variables(body: str, variables: dict[str, str]) -> str:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body
+    def variable(key: str, value: str) -> str | None:
+        header_like = mask_headers({key: "x"})[key] != "x"
+        if not (header_like or _MASKED.search(value)):
+            return None
+        name = _var_name(key)
+        variables[name] = ""
+        return f"{{{{{name}}}}}"
 
-    def walk(value: Any) -> Any:
-        if isinstance(value, dict):
-            out = {}
-            for key, item in value.items():
-                header_like = mask_headers({str(key): "x"})[str(key)] != "x"
-                if isinstance(item, str) and item and (header_like or _MASKED.search(item)):
-                    var = _var_name(str(key))
-                    variables[var] = ""
-                    out[key] = f"{{{{{var}}}}}"
-                else:
-                    out[key] = walk(item)
-            return out
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
-
-    return json.dumps(walk(data), ensure_ascii=False)
+    return rewrite_json_strings(body, variable)
 
 
 def _shell(text: str) -> str:

@@ -39,7 +39,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlencode, urlsplit
@@ -66,6 +66,7 @@ __all__ = [
     "mask_headers",
     "mask_request",
     "mask_url",
+    "rewrite_json_strings",
     "validate_connection",
 ]
 
@@ -120,9 +121,9 @@ def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _mask_body(body: str | None) -> Any:
-    if body is None:
-        return None
+def rewrite_json_strings(body: str, replace: Callable[[str, str], str | None]) -> str:
+    """A JSON body with each non-empty string value replaced where ``replace(key, value)`` gives a
+    replacement (None: kept). A body that is not JSON comes back as it is."""
     try:
         data = json.loads(body)
     except ValueError:
@@ -130,15 +131,22 @@ def _mask_body(body: str | None) -> Any:
 
     def walk(value: Any) -> Any:
         if isinstance(value, dict):
-            return {
-                k: MASK if isinstance(v, str) and v and _SECRET_KEYS.search(str(k)) else walk(v)
-                for k, v in value.items()
-            }
+            out = {}
+            for key, item in value.items():
+                new = replace(str(key), item) if isinstance(item, str) and item else None
+                out[key] = walk(item) if new is None else new
+            return out
         if isinstance(value, list):
             return [walk(v) for v in value]
         return value
 
     return json.dumps(walk(data), ensure_ascii=False)
+
+
+def _mask_body(body: str | None) -> str | None:
+    if body is None:
+        return None
+    return rewrite_json_strings(body, lambda key, _: MASK if _SECRET_KEYS.search(key) else None)
 
 
 def mask_request(method: str, url: str, headers: Mapping[str, str], body: str | None) -> dict[str, Any]:
