@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from flowlab.admin import SandboxAdmin
 from flowlab.sandbox import SandboxServer
 from flowlab.workbench.connections import (
+    auth_type,
     connection_inputs,
     export_request,
     input_values,
@@ -141,3 +142,12 @@ def test_exports_put_every_secret_in_a_variable() -> None:
     assert {q["key"]: q["value"] for q in item["url"]["query"]}["apikey"] == "{{apikey}}"
     variables = {v["key"]: v["value"] for v in collection["variable"]}
     assert variables == {"apikey": "", "x_api_key": "", "client_id": "flowlab", "client_secret": ""}
+
+
+@pytest.mark.parametrize(
+    ("auth", "shown"),
+    [({"authType": "oauth"}, "OAUTH2"), ({"authType": "client_credentials"}, "OAUTH2"),
+     ({"authType": "Basic"}, "BASIC"), ({}, "NONE"), (None, "NONE"), ({"authType": "kerberos"}, "KERBEROS")],
+)  # fmt: skip
+def test_the_page_names_the_auth_the_way_the_sandbox_calls_it(auth: object, shown: str) -> None:
+    assert auth_type({"auth": auth}) == shown

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from flowlab.personalize.export import postman_collection
 from flowlab.redaction import redact_url
 from flowlab.sandbox.personalize.connections import (
+    auth_kind,
     build_request,
     mask_headers,
     mask_url,
@@ -77,11 +78,12 @@ class ConnectionInput:
 
 
 def auth_type(connection: Mapping[str, Any]) -> str:
-    """``NONE``, ``BASIC`` or ``OAUTH2`` (Sitecore also writes ``oauth`` / ``OAUTH 2.0``)."""
+    """``NONE``, ``BASIC`` or ``OAUTH2``, read the way the sandbox reads it when it calls the connection
+    (:func:`auth_kind`); an authType it does not know is shown as written, upper-cased."""
     auth = connection.get("auth")
-    kind = str((auth or {}).get("authType") or "NONE") if isinstance(auth, Mapping) else "NONE"
-    norm = re.sub(r"[\s_.]", "", kind.upper())
-    return "OAUTH2" if norm.startswith("OAUTH") or norm == "CLIENTCREDENTIALS" else norm
+    if not isinstance(auth, Mapping):
+        return "NONE"
+    return auth_kind(auth) or str(auth.get("authType")).strip().upper()
 
 
 def connection_inputs(connection: Mapping[str, Any]) -> list[ConnectionInput]:

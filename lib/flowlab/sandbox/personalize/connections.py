@@ -62,6 +62,7 @@ __all__ = [
     "ConnectionCaller",
     "Routes",
     "array_reference",
+    "auth_kind",
     "build_request",
     "mask_headers",
     "mask_request",
@@ -200,7 +201,7 @@ def validate_connection(data: Any) -> dict[str, Any]:
     auth = data.get("auth", {"authType": "NONE"})
     if not isinstance(auth, Mapping):
         raise _problem(name, "auth", 'must be an object such as {"authType": "NONE"}')
-    kind = _auth_type(auth)
+    kind = auth_kind(auth)
     if kind is None:
         raise _problem(name, "auth.authType", f'must be one of {", ".join(AUTH_TYPES)} (or "oauth")')
     texts = {
@@ -240,7 +241,9 @@ def validate_connection(data: Any) -> dict[str, Any]:
     return out
 
 
-def _auth_type(auth: Mapping[str, Any]) -> str | None:
+def auth_kind(auth: Mapping[str, Any]) -> str | None:
+    """``NONE``, ``BASIC`` or ``OAUTH2`` for a connection's ``auth`` (``oauth`` and ``client_credentials``
+    spellings included); None for an authType the sandbox does not know."""
     kind = str(auth.get("authType") or "NONE").strip().upper().replace(" ", "").replace("_", "")
     kind = {"OAUTH": "OAUTH2", "OAUTH20": "OAUTH2", "CLIENTCREDENTIALS": "OAUTH2"}.get(kind, kind)
     return kind if kind in AUTH_TYPES else None
@@ -542,7 +545,7 @@ class ConnectionCaller:
         started = time.perf_counter()
         try:
             auth = connection.get("auth") or {}
-            kind = _auth_type(auth) if isinstance(auth, Mapping) else "NONE"
+            kind = auth_kind(auth) if isinstance(auth, Mapping) else "NONE"
             if kind == "BASIC":
                 pair = f"{auth.get('username') or ''}:{auth.get('password') or ''}".encode()
                 headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
