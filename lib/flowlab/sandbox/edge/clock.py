@@ -18,7 +18,7 @@ DEMO_START: Final = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 _MAX_ADVANCE_S: Final = 366 * 86_400  # one call moves at most a year: enough for any journey
 
 
-def iso_ms(epoch_ms: int) -> str:
+def iso_ms(epoch_ms: float) -> str:
     """Epoch milliseconds as ISO 8601 UTC with milliseconds and a ``Z``, as XDM ``timestamp`` prints."""
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 

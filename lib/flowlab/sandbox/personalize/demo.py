@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from xml.sax.saxutils import escape
 
+from flowlab.sandbox.edge.clock import iso_ms
+
 __all__ = ["DEMO_CLIENT_KEY", "PERSONAS", "DemoTenant", "demo_tenant"]
 
 Json = dict[str, Any]
@@ -847,11 +849,6 @@ class _Profile:
     loyalty_id: str | None = None
 
 
-def _iso(epoch_ms: int) -> str:
-    """Epoch milliseconds as ISO 8601 in UTC, the way guest contexts print ``orderedAt``."""
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-
-
 def _orders(rng: random.Random, p: _Profile, start: int, end: int) -> list[Json]:
     market, orders = p.market, []
     for ordered_at in sorted(rng.randint(start, end) for _ in range(p.n_orders)):
@@ -866,7 +863,7 @@ def _orders(rng: random.Random, p: _Profile, start: int, end: int) -> list[Json]
         orders.append(
             {
                 "ref": _rng_uuid(rng),
-                "orderedAt": _iso(ordered_at),
+                "orderedAt": iso_ms(ordered_at),
                 "status": "PURCHASED",
                 "currencyCode": market.currency,
                 "price": round(sum(item["price"] for item in items), 2),
@@ -893,7 +890,7 @@ def _sessions(p: _Profile, first_seen: int, last_seen: int) -> list[Json]:
         events = [
             {"ref": _rng_uuid(rng), "type": "VIEW", "status": "PROCESSED", "channel": "WEB",
              "pointOfSale": market.pos, "browserRef": browser, "sessionRef": ref,
-             "createdAt": _iso(started + i * 45_000),
+             "createdAt": iso_ms(started + i * 45_000),
              "arbitraryData": {"page": page, "language": market.language, "currency": market.currency,
                                "_bx_version": "1.2"}}
             for i, page in enumerate(pages)
@@ -901,7 +898,7 @@ def _sessions(p: _Profile, first_seen: int, last_seen: int) -> list[Json]:
         ended = started + len(pages) * 45_000
         sessions.append(
             {"ref": ref, "guestRef": p.ref, "browserRef": browser, "status": "CLOSED", "sessionType": "WEB",
-             "channel": "WEB", "pointOfSale": market.pos, "startedAt": _iso(started), "endedAt": _iso(ended),
+             "channel": "WEB", "pointOfSale": market.pos, "startedAt": iso_ms(started), "endedAt": iso_ms(ended),
              "duration": ended - started, "events": events,
              "dataExtensions": [{"name": "SessionStatistics", "key": "default",
                                  "values": {"views": len(pages), "adds": 0, "searches": 0, "checkouts": 0,

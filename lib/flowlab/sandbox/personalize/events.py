@@ -28,9 +28,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
+from flowlab.sandbox.edge.clock import iso_ms
 from flowlab.sandbox.errors import BadRequest, Conflict, NotFound, Unauthorized
 from flowlab.sandbox.limits import MAX_GUESTS, MAX_IDENTITY_CHARS, GuestLimit, shortened
 from flowlab.sandbox.personalize.store import Tenant, new_ref
@@ -45,6 +46,7 @@ __all__ = [
     "add_guest",
     "close_session",
     "flatten",
+    "guest_sessions",
     "iso_time",
     "record_event",
 ]
@@ -82,12 +84,7 @@ class EventOutcome:
 
 def iso_time(epoch_ms: Any = None) -> str:
     """Epoch milliseconds (default: now) as ISO 8601 in UTC, the way guest contexts print times."""
-    when = datetime.now(UTC) if epoch_ms is None else datetime.fromtimestamp(float(epoch_ms) / 1000, UTC)
-    return when.isoformat(timespec="milliseconds")[:-6] + "Z"
-
-
-def _now_iso() -> str:
-    return iso_time()
+    return iso_ms(time.time() * 1000 if epoch_ms is None else float(epoch_ms))
 
 
 def _epoch_ms(text: Any) -> float | None:
@@ -191,7 +188,7 @@ def _session(data: dict[str, Any], n: int, guest_ref: str, client_key: str) -> d
         "sessionType": str(data.get("sessionType") or channel),
         "channel": channel,
         "pointOfSale": str(data.get("pointOfSale") or ""),
-        "startedAt": data.get("startedAt") or _now_iso(),
+        "startedAt": data.get("startedAt") or iso_time(),
         "endedAt": data.get("endedAt") if status == "CLOSED" else None,
         "events": [dict(e) for e in events],
     }
@@ -274,7 +271,7 @@ def add_guest(tenant: Tenant, data: Any) -> dict[str, Any]:
 # ---- sessions -------------------------------------------------------------------------------------------
 
 
-def _sessions(guest: dict[str, Any]) -> list[dict[str, Any]]:
+def guest_sessions(guest: dict[str, Any]) -> list[dict[str, Any]]:
     """The guest's sessions as a list of its own (generated guests hold a tuple)."""
     sessions = guest.get("sessions")
     if not isinstance(sessions, list):
@@ -287,7 +284,7 @@ def _open_session(
     tenant: Tenant, guest: dict[str, Any], browser_ref: str | None, channel: str, pos: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The guest's open session for this browser (a new one if none); sessions idle too long close first."""
-    sessions = _sessions(guest)
+    sessions = guest_sessions(guest)
     closed: list[dict[str, Any]] = []
     now = time.time() * 1000
     for session in sessions:
@@ -313,7 +310,7 @@ def _open_session(
         "sessionType": "WEB" if channel in ("WEB", "MOBILE_WEB") else channel,
         "channel": channel,
         "pointOfSale": pos,
-        "startedAt": _now_iso(),
+        "startedAt": iso_time(),
         "endedAt": None,
         "events": [],
         "dataExtensions": [],
@@ -325,7 +322,7 @@ def _open_session(
 
 def _close(session: dict[str, Any]) -> None:
     session["status"] = "CLOSED"
-    session["endedAt"] = _now_iso()
+    session["endedAt"] = iso_time()
     started, ended = _epoch_ms(session.get("startedAt")), _epoch_ms(session["endedAt"])
     if started is not None and ended is not None:
         session["duration"] = int(max(0.0, ended - started))
@@ -358,7 +355,7 @@ def close_session(tenant: Tenant, body: Any) -> tuple[dict[str, Any], dict[str, 
         )
     guest = tenant.guests[ref]
     browser = value if kind == "browserId" else None
-    sessions = _sessions(guest)
+    sessions = guest_sessions(guest)
     current = next(
         (
             s
@@ -449,7 +446,7 @@ def record_event(tenant: Tenant, body: Any, *, client_key: str | None = None) ->
         guest, identified = _identify(tenant, guest, browser_id, email, identifiers, body)
         arbitrary["_bx_identity"] = f"Updating Existing CREF: {guest['ref']}"
     session, closed = _open_session(tenant, guest, browser_id, channel, pos)
-    now = _now_iso()
+    now = iso_time()
     event = {
         "ref": new_ref(),
         "clientKey": tenant.client_key,
@@ -491,13 +488,13 @@ def _identify(
         if target_ref is not None and target_ref != guest["ref"]:
             target = tenant.guests[target_ref]
             # the browser now means the known guest; its anonymous history moves along (a CDP merge)
-            moved = [s for s in _sessions(guest) if s.get("browserRef") in (browser_id, None)]
-            guest["sessions"] = [s for s in _sessions(guest) if s not in moved]
+            moved = [s for s in guest_sessions(guest) if s.get("browserRef") in (browser_id, None)]
+            guest["sessions"] = [s for s in guest_sessions(guest) if s not in moved]
             guest["browserIds"] = tuple(b for b in guest.get("browserIds") or () if b != browser_id)
             guest["mergedInto"] = target_ref
             for s in moved:
                 s["guestRef"] = target_ref
-            _sessions(target).extend(moved)
+            guest_sessions(target).extend(moved)
             guest = target
         if browser_id not in (guest.get("browserIds") or ()):
             guest["browserIds"] = (*(guest.get("browserIds") or ()), browser_id)

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from flowlab.sandbox.personalize.connections import build_request, mask_url
 from flowlab.sandbox.personalize.engine import Engine
-from flowlab.sandbox.personalize.events import MAX_SESSIONS, iso_time
+from flowlab.sandbox.personalize.events import MAX_SESSIONS, guest_sessions, iso_time
 from flowlab.sandbox.personalize.store import LIVE_STATUSES, CompiledFlow, new_ref
 
 __all__ = [
@@ -278,10 +278,7 @@ class Triggers:
             return
         record = records[-1]
         at = trace.get("occurredAt")
-        sessions = guest.get("sessions")
-        if not isinstance(sessions, list):
-            sessions = [dict(s) for s in sessions or ()]
-            guest["sessions"] = sessions
+        sessions = guest_sessions(guest)
         sessions.append(
             {
                 "ref": record.get("sessionRef") or new_ref(),
